@@ -1,0 +1,307 @@
+//! The TOML configuration and [`open`], which builds the store it describes.
+//!
+//! Every key, its default and its rules are in the README's configuration reference.
+//! Unknown keys, wrong types and missing required keys are `Config` errors that name the
+//! key and its line, before any store is opened. Only the backend section named by
+//! `type` is used; the others must still parse, so a file can switch back and forth.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::FsConfig;
+use crate::memory::MemoryStore;
+use crate::s3::S3Config;
+use crate::store::BlockStore;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[block_store]`: which backend, and the settings of each.
+    pub block_store: BlockStoreConfig,
+    /// `[pool]`: when present, [`open`] wraps the store in a worker pool.
+    #[serde(default)]
+    pub pool: Option<PoolConfig>,
+}
+
+/// The `[block_store]` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockStoreConfig {
+    /// `type`: the backend to open.
+    #[serde(rename = "type")]
+    pub backend: Backend,
+    /// `[block_store.filesystem]`.
+    #[serde(default)]
+    pub filesystem: Option<FsConfig>,
+    /// `[block_store.s3]`.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// The backends a configuration can name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Backend {
+    /// `"memory"`: [`MemoryStore`].
+    Memory,
+    /// `"filesystem"`: the filesystem backend.
+    Filesystem,
+    /// `"s3"`: the S3 backend.
+    S3,
+}
+
+/// The `[pool]` section: the size of the worker pool.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Worker threads; at least 1. Default 16.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Jobs that may wait in the queue; at least 1. Default 256.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+fn default_workers() -> usize {
+    16
+}
+fn default_queue_capacity() -> usize {
+    256
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: default_workers(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks that both sizes are at least 1.
+    pub fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("workers", self.workers),
+            ("queue_capacity", self.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(config_error(&format!("pool.{key}"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config_error(key: &str, why: &str) -> Error {
+    Error::new(ErrorKind::Config, "config")
+        .with_key(key)
+        .with_detail(why.to_owned())
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    pub fn from_toml_str(text: &str) -> Result<Config> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, ""))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            toml_error(text, e.inner(), &path)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorKind::Config, "config")
+                .with_key(&path.display().to_string())
+                .with_detail("cannot read the file")
+                .with_source(e)
+        })?;
+        Config::from_toml_str(&text).map_err(|e| {
+            let detail = e.detail().unwrap_or_default().to_owned();
+            let key = e.key().unwrap_or_default().to_owned();
+            Error::new(ErrorKind::Config, "config")
+                .with_key(&format!("{}: {key}", path.display()))
+                .with_detail(detail)
+        })
+    }
+
+    /// The configuration the CLI and examples use when given none: the filesystem store
+    /// in `base_path`.
+    pub fn filesystem(base_path: impl Into<std::path::PathBuf>) -> Config {
+        Config {
+            block_store: BlockStoreConfig {
+                backend: Backend::Filesystem,
+                filesystem: Some(FsConfig::new(base_path)),
+                s3: None,
+            },
+            pool: None,
+        }
+    }
+
+    /// Checks every section that is present, and that the one `type` names exists.
+    pub fn validate(&self) -> Result<()> {
+        let store = &self.block_store;
+        if let Some(fs) = &store.filesystem {
+            fs.validate()?;
+        }
+        if let Some(s3) = &store.s3 {
+            s3.validate()?;
+        }
+        if let Some(pool) = &self.pool {
+            pool.validate()?;
+        }
+        let missing = |section: &str, ty: &str| {
+            Err(config_error(
+                &format!("block_store.{section}"),
+                &format!("section is missing, and block_store.type is \"{ty}\""),
+            ))
+        };
+        match store.backend {
+            Backend::Filesystem if store.filesystem.is_none() => {
+                missing("filesystem", "filesystem")
+            }
+            Backend::S3 if store.s3.is_none() => missing("s3", "s3"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A TOML or schema error as one line: the key, the line, and what is wrong.
+fn toml_error(text: &str, err: &toml::de::Error, path: &str) -> Error {
+    let line = err
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    // A path of "." means the error is about the whole document (e.g. a missing table).
+    let key = if path.is_empty() || path == "." {
+        "(document)"
+    } else {
+        path
+    };
+    let mut detail = err.message().trim().to_owned();
+    if let Some(line) = line {
+        detail = format!("line {line}: {detail}");
+    }
+    config_error(key, &detail)
+}
+
+/// Opens the store a configuration describes, wrapped in a pool when `[pool]` is present.
+pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
+    config.validate()?;
+    let store: Arc<dyn BlockStore> = match config.block_store.backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Filesystem => {
+            let fs = config
+                .block_store
+                .filesystem
+                .clone()
+                .ok_or_else(|| config_error("block_store.filesystem", "section is missing"))?;
+            Arc::new(crate::fs::FsStore::open(fs)?)
+        }
+        Backend::S3 => {
+            return Err(config_error(
+                "block_store.type",
+                "the s3 backend is not available in this version",
+            ))
+        }
+    };
+    if config.pool.is_some() {
+        return Err(config_error(
+            "pool",
+            "the worker pool is not available in this version",
+        ));
+    }
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let e = Config::from_toml_str(text).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        e.to_string()
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let c = Config::from_toml_str(
+            "[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"/x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.block_store.filesystem, Some(FsConfig::new("/x")));
+        assert_eq!(c.pool, None);
+        let c = Config::from_toml_str(
+            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\n[pool]\n",
+        )
+        .unwrap();
+        assert_eq!(c.block_store.s3, Some(S3Config::new("b")));
+        assert_eq!(c.pool, Some(PoolConfig::default()));
+    }
+
+    #[test]
+    fn octal_modes() {
+        let c = Config::from_toml_str(
+            "[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"/x\"\ndir_mode = 0o750\nfile_mode = 0o600\n",
+        )
+        .unwrap();
+        let fs = c.block_store.filesystem.unwrap();
+        assert_eq!((fs.dir_mode, fs.file_mode), (0o750, 0o600));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("[block_store]\ntype = \"memory\"\n[block_store.filesystem]\nbase_path = \"/x\"\nfsynk = true\n");
+        assert!(e.contains("fsynk"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let e = err("[block_store]\ntype = \"s3\"\n\n[block_store.s3]\nbucket = \"b\"\nmax_retries = \"three\"\n");
+        assert!(e.contains("block_store.s3.max_retries"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = err("[block_store]\ntype = \"s3\"\n[block_store.s3]\nregion = \"eu-west-1\"\n");
+        assert!(e.contains("bucket"), "{e}");
+        let e =
+            err("[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nfsync = false\n");
+        assert!(e.contains("base_path"), "{e}");
+        let e = err("[block_store]\ntype = \"filesystem\"\n");
+        assert!(e.contains("block_store.filesystem"), "{e}");
+        let e = err("[pool]\nworkers = 2\n");
+        assert!(e.contains("block_store"), "{e}");
+    }
+
+    #[test]
+    fn unknown_backend_and_bad_values() {
+        let e = err("[block_store]\ntype = \"ftp\"\n");
+        assert!(e.contains("block_store.type") && e.contains("ftp"), "{e}");
+        let e = err("[block_store]\ntype = \"memory\"\n[pool]\nworkers = 0\n");
+        assert!(e.contains("pool.workers"), "{e}");
+        let e = err("[block_store]\ntype = \"memory\"\n[block_store.s3]\nbucket = \"b\"\nkey_prefix = \"nope\"\n");
+        assert!(e.contains("key_prefix"), "{e}");
+        let e = err("[block_store]\ntype = \"memory\"\n[block_store.filesystem]\nbase_path = \"/x\"\ndir_mode = 0o70000\n");
+        assert!(e.contains("dir_mode"), "{e}");
+        let e = err("[block_store]\ntype = \"memory\"\n[pool]\nworkers = -1\n");
+        assert!(e.contains("pool.workers"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = err("[block_store]\ntype = \"memory\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

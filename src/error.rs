@@ -1,0 +1,334 @@
+//! The one error type every store returns, its kinds, and their errno mapping.
+
+use std::fmt;
+
+/// The result type of every store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, as a caller should branch on it. Match on this, never on the text.
+///
+/// # Errno
+///
+/// Each kind maps to one errno ([`ErrorKind::errno`]) that a FUSE or NFS server can
+/// hand back to the kernel or the client:
+///
+/// | kind | errno |
+/// |---|---|
+/// | `NotFound` | `ENOENT` |
+/// | `InvalidKey` | `EINVAL` |
+/// | `InvalidRange` | `EINVAL` |
+/// | `BlockTooLarge` | `EFBIG` |
+/// | `Closed` | `ESHUTDOWN` |
+/// | `Timeout` | `ETIMEDOUT` |
+/// | `Conflict` | `EEXIST` |
+/// | `Busy` | `EAGAIN` |
+/// | `Config` | `EINVAL` |
+/// | `NoSpace` | `ENOSPC` |
+/// | `ReadOnly` | `EROFS` |
+/// | `PermissionDenied` | `EACCES` |
+/// | `Unavailable` | `EHOSTUNREACH` |
+/// | `Backend` | `EIO` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The block does not exist.
+    NotFound,
+    /// The key or prefix breaks one of the key rules.
+    InvalidKey,
+    /// A zero-length range, or an offset at or past the end of the block.
+    InvalidRange,
+    /// The block is larger than [`crate::BLOCK_SIZE`].
+    BlockTooLarge,
+    /// The store was closed.
+    Closed,
+    /// An attempt or the whole operation ran out of time; for writes and deletes the
+    /// outcome is unknown.
+    Timeout,
+    /// The key collides with the hierarchy (filesystem backend: a file where a directory
+    /// is needed, or the other way round, or a non-regular file such as a symlink).
+    Conflict,
+    /// The store cannot take more work right now (a full pool queue with `try_` calls).
+    Busy,
+    /// The configuration is invalid, or names something that does not exist (a missing
+    /// base directory or bucket).
+    Config,
+    /// The device or quota is full.
+    NoSpace,
+    /// The storage is read-only.
+    ReadOnly,
+    /// The operating system or the server refused access.
+    PermissionDenied,
+    /// The endpoint cannot be reached or the server is down.
+    Unavailable,
+    /// Anything else the backend reported; the source is attached.
+    Backend,
+}
+
+impl ErrorKind {
+    /// The errno a FUSE or NFS server should return for this kind (see the table above).
+    pub fn errno(self) -> i32 {
+        match self {
+            ErrorKind::NotFound => libc::ENOENT,
+            ErrorKind::InvalidKey | ErrorKind::InvalidRange | ErrorKind::Config => libc::EINVAL,
+            ErrorKind::BlockTooLarge => libc::EFBIG,
+            ErrorKind::Closed => libc::ESHUTDOWN,
+            ErrorKind::Timeout => libc::ETIMEDOUT,
+            ErrorKind::Conflict => libc::EEXIST,
+            ErrorKind::Busy => libc::EAGAIN,
+            ErrorKind::NoSpace => libc::ENOSPC,
+            ErrorKind::ReadOnly => libc::EROFS,
+            ErrorKind::PermissionDenied => libc::EACCES,
+            ErrorKind::Unavailable => libc::EHOSTUNREACH,
+            ErrorKind::Backend => libc::EIO,
+        }
+    }
+
+    /// Whether trying the same call again may succeed, unless the error says otherwise.
+    fn retryable_by_default(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Busy | ErrorKind::Unavailable
+        )
+    }
+
+    /// A short lower-case description, used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::InvalidKey => "invalid key",
+            ErrorKind::InvalidRange => "invalid range",
+            ErrorKind::BlockTooLarge => "block too large",
+            ErrorKind::Closed => "store is closed",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Conflict => "conflicts with the hierarchy",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Config => "configuration error",
+            ErrorKind::NoSpace => "no space left",
+            ErrorKind::ReadOnly => "read-only storage",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Backend => "backend error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed store operation: its kind, the operation and key it concerns, a detail, and
+/// the underlying error where there is one.
+///
+/// Displays as `op key: kind[: detail]`, e.g. `read export/a/chunk-0/block-3: not found`.
+/// Never carries secrets: backends put only parsed, harmless fields into it.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub struct Error {
+    kind: ErrorKind,
+    op: &'static str,
+    key: Option<Box<str>>,
+    detail: Option<Box<str>>,
+    retryable: bool,
+    #[source]
+    source: Option<Source>,
+}
+
+impl Error {
+    /// An error of `kind` from operation `op` (e.g. `"write"`), with no key yet.
+    pub fn new(kind: ErrorKind, op: &'static str) -> Self {
+        Error {
+            kind,
+            op,
+            key: None,
+            detail: None,
+            retryable: kind.retryable_by_default(),
+            source: None,
+        }
+    }
+
+    /// Names the key (or prefix) the operation concerned.
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a human-readable detail (why it failed), shown after the kind.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into().into_boxed_str());
+        self
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Overrides whether retrying may help (e.g. an HTTP 503 is a retryable `Backend`).
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Replaces the operation name, for wrappers that report the caller's operation.
+    pub fn with_op(mut self, op: &'static str) -> Self {
+        self.op = op;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether calling again may succeed: timeouts, busy pools, unreachable endpoints,
+    /// and backend errors the backend marked as transient.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The operation that failed, e.g. `"write"`.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// The key or prefix the operation concerned, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The detail, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The errno for this error's kind.
+    pub fn errno(&self) -> i32 {
+        self.kind.errno()
+    }
+
+    /// Maps an I/O error onto a kind by its errno; anything unrecognised is `Backend`.
+    pub fn from_io(op: &'static str, err: std::io::Error) -> Self {
+        let kind = match err.raw_os_error() {
+            Some(libc::ENOENT) => ErrorKind::NotFound,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+            Some(libc::EROFS) => ErrorKind::ReadOnly,
+            Some(libc::EACCES) | Some(libc::EPERM) => ErrorKind::PermissionDenied,
+            Some(libc::ETIMEDOUT) => ErrorKind::Timeout,
+            Some(libc::EEXIST) | Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::ELOOP) => {
+                ErrorKind::Conflict
+            }
+            _ => match err.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                _ => ErrorKind::Backend,
+            },
+        };
+        Error::new(kind, op).with_source(err)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.op)?;
+        if let Some(key) = &self.key {
+            write!(f, " {key}")?;
+        }
+        write!(f, ": {}", self.kind)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("op", &self.op)
+            .field("key", &self.key)
+            .field("detail", &self.detail)
+            .field("retryable", &self.retryable)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_operation_key_and_kind() {
+        let e = Error::new(ErrorKind::NotFound, "read").with_key("export/a/chunk-0/block-3");
+        assert_eq!(e.to_string(), "read export/a/chunk-0/block-3: not found");
+        let e = Error::new(ErrorKind::InvalidKey, "write")
+            .with_key("a//b")
+            .with_detail("empty segment");
+        assert_eq!(e.to_string(), "write a//b: invalid key: empty segment");
+    }
+
+    #[test]
+    fn retryable_defaults_and_override() {
+        assert!(Error::new(ErrorKind::Timeout, "read").is_retryable());
+        assert!(Error::new(ErrorKind::Unavailable, "read").is_retryable());
+        assert!(Error::new(ErrorKind::Busy, "read").is_retryable());
+        assert!(!Error::new(ErrorKind::NotFound, "read").is_retryable());
+        assert!(!Error::new(ErrorKind::Backend, "read").is_retryable());
+        assert!(Error::new(ErrorKind::Backend, "read")
+            .with_retryable(true)
+            .is_retryable());
+    }
+
+    #[test]
+    fn errno_table() {
+        let table = [
+            (ErrorKind::NotFound, libc::ENOENT),
+            (ErrorKind::InvalidKey, libc::EINVAL),
+            (ErrorKind::InvalidRange, libc::EINVAL),
+            (ErrorKind::BlockTooLarge, libc::EFBIG),
+            (ErrorKind::Closed, libc::ESHUTDOWN),
+            (ErrorKind::Timeout, libc::ETIMEDOUT),
+            (ErrorKind::Conflict, libc::EEXIST),
+            (ErrorKind::Busy, libc::EAGAIN),
+            (ErrorKind::Config, libc::EINVAL),
+            (ErrorKind::NoSpace, libc::ENOSPC),
+            (ErrorKind::ReadOnly, libc::EROFS),
+            (ErrorKind::PermissionDenied, libc::EACCES),
+            (ErrorKind::Unavailable, libc::EHOSTUNREACH),
+            (ErrorKind::Backend, libc::EIO),
+        ];
+        for (kind, errno) in table {
+            assert_eq!(kind.errno(), errno, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_map_by_errno() {
+        let cases = [
+            (libc::ENOENT, ErrorKind::NotFound),
+            (libc::ENOSPC, ErrorKind::NoSpace),
+            (libc::EDQUOT, ErrorKind::NoSpace),
+            (libc::EROFS, ErrorKind::ReadOnly),
+            (libc::EACCES, ErrorKind::PermissionDenied),
+            (libc::EPERM, ErrorKind::PermissionDenied),
+            (libc::EIO, ErrorKind::Backend),
+        ];
+        for (errno, kind) in cases {
+            let e = Error::from_io("write", std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.kind(), kind, "errno {errno}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The filesystem backend: [`FsStore`], one file per block below a base directory.
+//!
+//! Split by role: `store` (the `BlockStore` implementation and its invariants), `sys`
+//! (the system calls, all relative to a directory descriptor, and errno mapping), `work`
+//! (the internal area for temporary files and locks), `walk` (listing).
+
+mod config;
+mod store;
+mod sys;
+mod walk;
+mod work;
+
+pub use config::FsConfig;
+pub use store::FsStore;

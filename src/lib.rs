@@ -1,0 +1,30 @@
+//! A synchronous, crash-safe store for the blocks of a file-system cache.
+//!
+//! See the README for the contract every backend keeps, the configuration reference and
+//! the errno table.
+#![deny(missing_docs)]
+
+mod config;
+pub mod error;
+pub mod fs;
+mod gate;
+pub mod key;
+mod memory;
+pub mod s3;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use config::{open, Backend, BlockStoreConfig, Config, PoolConfig};
+pub use error::{Error, ErrorKind, Result};
+pub use fs::{FsConfig, FsStore};
+pub use key::{block_key, parse_block_key, BlockKey};
+pub use memory::MemoryStore;
+pub use s3::S3Config;
+pub use store::{BlockRef, BlockStore, BLOCK_SIZE};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,171 @@
+//! `S3Config`: the `[block_store.s3]` section.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::validate_prefix;
+
+/// Settings of the S3 backend, as in the `[block_store.s3]` section of the configuration.
+///
+/// # Credentials
+///
+/// Empty `access_key_id`, `secret_access_key` and `session_token` fall back to the
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` environment
+/// variables; the instance-metadata service is never asked. `Debug` never shows the
+/// secret key or the session token.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket; required.
+    pub bucket: String,
+    /// The signing region; default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The endpoint URL; empty means AWS. Without a scheme, `https://` is assumed.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Prepended to every key; empty or a valid prefix ending in `/`. Default `blocks/`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Retries after the first attempt; `0` means one attempt. Default 3.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO, Ceph RGW and
+    /// Localstack. Default `false`.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Access key id; empty means `AWS_ACCESS_KEY_ID`.
+    #[serde(default)]
+    pub access_key_id: String,
+    /// Secret access key; empty means `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default)]
+    pub secret_access_key: String,
+    /// Session token; empty means `AWS_SESSION_TOKEN` (or none).
+    #[serde(default)]
+    pub session_token: String,
+    /// Time limit of one attempt, in seconds. Default 30.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Time limit of a whole call, retries included, in seconds. Default 120.
+    #[serde(default = "default_operation_deadline")]
+    pub operation_deadline_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_key_prefix() -> String {
+    "blocks/".to_owned()
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_operation_deadline() -> u64 {
+    120
+}
+
+impl S3Config {
+    /// The defaults of every key, for `bucket`.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Config {
+            bucket: bucket.into(),
+            region: default_region(),
+            endpoint: String::new(),
+            key_prefix: default_key_prefix(),
+            max_retries: default_max_retries(),
+            force_path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: String::new(),
+            request_timeout_secs: default_request_timeout(),
+            operation_deadline_secs: default_operation_deadline(),
+        }
+    }
+
+    /// Checks the rules the types cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| {
+            Err(Error::new(ErrorKind::Config, "config")
+                .with_key(&format!("block_store.s3.{key}"))
+                .with_detail(why))
+        };
+        if self.bucket.is_empty() {
+            return bad("bucket", "must not be empty".into());
+        }
+        if self.region.is_empty() {
+            return bad("region", "must not be empty".into());
+        }
+        if !self.key_prefix.is_empty() {
+            if !self.key_prefix.ends_with('/') {
+                return bad("key_prefix", "must be empty or end with '/'".into());
+            }
+            if let Err(rule) = validate_prefix(&self.key_prefix) {
+                return bad("key_prefix", rule.describe().into());
+            }
+        }
+        if self.request_timeout_secs == 0 {
+            return bad("request_timeout_secs", "must be at least 1".into());
+        }
+        if self.operation_deadline_secs == 0 {
+            return bad("operation_deadline_secs", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("key_prefix", &self.key_prefix)
+            .field("max_retries", &self.max_retries)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("session_token", &redact(&self.session_token))
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("operation_deadline_secs", &self.operation_deadline_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = S3Config::new("b");
+        c.access_key_id = "AKIDEXAMPLE".into();
+        c.secret_access_key = "wJalrXUtnFEMI".into();
+        c.session_token = "FwoGZXIvYXdzEBY".into();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(!shown.contains("FwoGZXIvYXdzEBY"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn key_prefix_rules() {
+        for ok in ["", "blocks/", "a/b/"] {
+            let mut c = S3Config::new("b");
+            c.key_prefix = ok.into();
+            assert!(c.validate().is_ok(), "{ok:?}");
+        }
+        for bad in ["blocks", "/blocks/", "a//", "../"] {
+            let mut c = S3Config::new("b");
+            c.key_prefix = bad.into();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad:?}");
+            assert!(e.to_string().contains("key_prefix"), "{e}");
+        }
+    }
+}

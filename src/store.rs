@@ -1,0 +1,170 @@
+//! The `BlockStore` trait every backend and wrapper implements, and the checks they share.
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The largest block a store accepts: 4 MiB.
+pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
+
+/// A block found by a listing: its full key and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRef {
+    /// The block's full key.
+    pub key: String,
+    /// The block's size in bytes.
+    pub size: u64,
+}
+
+/// A blocking store of immutable blocks of up to [`BLOCK_SIZE`] bytes under string keys.
+///
+/// Every implementation behaves as the contract in the crate docs says, checked by the
+/// shared conformance suite: errors come in the order `Closed`, `InvalidKey`, argument
+/// errors (`BlockTooLarge`, zero length), then whatever the storage says.
+///
+/// Object safe; share one as `Arc<dyn BlockStore>` between threads.
+pub trait BlockStore: Send + Sync {
+    /// Stores `data` under `key`, replacing any previous block (last writer wins).
+    fn write_block(&self, key: &str, data: &[u8]) -> Result<()>;
+
+    /// Returns the whole block.
+    fn read_block(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// Returns bytes `[offset, min(offset + length, size))` of the block. `length` may
+    /// be anything up to `u64::MAX` ("to the end"). A zero `length` is `InvalidRange`
+    /// before any I/O; an absent block `NotFound`; `offset >= size` `InvalidRange`.
+    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+
+    /// Reads `min(buf.len(), size - offset)` bytes at `offset` into `buf` and returns the
+    /// count; errors as [`BlockStore::read_block_range`], with an empty `buf` as a zero
+    /// length.
+    fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let data = self.read_block_range(key, offset, buf.len() as u64)?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+
+    /// Returns the size of the block in bytes, without reading it.
+    fn block_size(&self, key: &str) -> Result<u64>;
+
+    /// Removes the block; succeeds when it is already absent.
+    fn delete_block(&self, key: &str) -> Result<()>;
+
+    /// Removes every block whose key starts with `prefix` (plain string prefix; `""`
+    /// means everything) and returns how many this call removed.
+    fn delete_by_prefix(&self, prefix: &str) -> Result<u64>;
+
+    /// Lists the full keys that start with `prefix`, sorted bytewise, each once.
+    fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_blocks(prefix)?
+            .into_iter()
+            .map(|b| b.key)
+            .collect())
+    }
+
+    /// Lists the blocks whose keys start with `prefix`, with their sizes, sorted
+    /// bytewise by key.
+    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>>;
+
+    /// Succeeds when the store can serve reads and writes right now; otherwise says why.
+    fn health_check(&self) -> Result<()>;
+
+    /// Waits for operations in flight, then refuses every later one with `Closed`.
+    /// Idempotent.
+    fn close(&self) -> Result<()>;
+}
+
+/// Operation names used in error messages, one per trait method.
+pub(crate) mod op {
+    pub const WRITE: &str = "write";
+    pub const READ: &str = "read";
+    pub const READ_RANGE: &str = "read range";
+    pub const SIZE: &str = "size";
+    pub const DELETE: &str = "delete";
+    pub const DELETE_PREFIX: &str = "delete prefix";
+    pub const LIST: &str = "list";
+    pub const HEALTH: &str = "health check";
+}
+
+/// Refuses a block larger than [`BLOCK_SIZE`].
+pub(crate) fn check_block_len(key: &str, len: usize) -> Result<()> {
+    if len > BLOCK_SIZE {
+        return Err(Error::new(ErrorKind::BlockTooLarge, op::WRITE)
+            .with_key(key)
+            .with_detail(format!("{len} bytes, the limit is {BLOCK_SIZE}")));
+    }
+    Ok(())
+}
+
+/// Refuses a zero-length range (before any I/O, as the contract orders).
+pub(crate) fn check_range_len(key: &str, length: u64) -> Result<()> {
+    if length == 0 {
+        return Err(Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+            .with_key(key)
+            .with_detail("zero length"));
+    }
+    Ok(())
+}
+
+/// The error for a range that starts at or past the end of the block.
+pub(crate) fn offset_past_end(key: &str, offset: u64, size: u64) -> Error {
+    Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+        .with_key(key)
+        .with_detail(format!(
+            "offset {offset} is not below the block size {size}"
+        ))
+}
+
+/// The byte range `[start, end)` of a block of `size` bytes that a range read of
+/// `(offset, length)` covers, or `InvalidRange` when `offset >= size`.
+pub(crate) fn clamp_range(
+    key: &str,
+    size: u64,
+    offset: u64,
+    length: u64,
+) -> Result<std::ops::Range<usize>> {
+    if offset >= size {
+        return Err(offset_past_end(key, offset, size));
+    }
+    let end = offset + length.min(size - offset);
+    // Both are at most `size`, which is a length of memory or a bounded file.
+    Ok(offset as usize..end as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_range_rules() {
+        assert_eq!(clamp_range("k", 10, 0, 10).unwrap(), 0..10);
+        assert_eq!(clamp_range("k", 10, 2, 3).unwrap(), 2..5);
+        assert_eq!(clamp_range("k", 10, 9, u64::MAX).unwrap(), 9..10);
+        assert_eq!(clamp_range("k", 10, 0, u64::MAX).unwrap(), 0..10);
+        assert_eq!(
+            clamp_range("k", 10, 10, 1).unwrap_err().kind(),
+            ErrorKind::InvalidRange
+        );
+        assert_eq!(
+            clamp_range("k", 0, 0, 1).unwrap_err().kind(),
+            ErrorKind::InvalidRange
+        );
+        assert_eq!(
+            clamp_range("k", 10, u64::MAX, u64::MAX).unwrap_err().kind(),
+            ErrorKind::InvalidRange
+        );
+    }
+
+    #[test]
+    fn argument_checks() {
+        assert!(check_block_len("k", BLOCK_SIZE).is_ok());
+        assert_eq!(
+            check_block_len("k", BLOCK_SIZE + 1).unwrap_err().kind(),
+            ErrorKind::BlockTooLarge
+        );
+        assert!(check_range_len("k", 1).is_ok());
+        assert_eq!(
+            check_range_len("k", 0).unwrap_err().kind(),
+            ErrorKind::InvalidRange
+        );
+    }
+}
