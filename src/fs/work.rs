@@ -23,7 +23,8 @@ pub(crate) struct WorkDir {
     area: OwnedFd,
     dir: OwnedFd,
     id: String,
-    /// Held with `flock` as long as the store lives.
+    /// Held with `flock` as long as the store lives; opened read-only, so a read-only
+    /// remount of a live store is possible.
     _lock: OwnedFd,
     next: AtomicU64,
 }
@@ -50,7 +51,7 @@ impl WorkDir {
             let lock = rustix::fs::openat(
                 &area,
                 lock_name.as_str(),
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::from_raw_mode(0o600),
             );
             let lock = match lock {
@@ -149,7 +150,7 @@ fn remove_abandoned(area: BorrowedFd<'_>) {
             let Ok(lock) = rustix::fs::openat(
                 area,
                 name.as_str(),
-                OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::empty(),
             ) else {
                 continue;

@@ -1,0 +1,137 @@
+//! Durability order, observed with strace: a write syncs the temporary file, renames it,
+//! then syncs its directory and every new directory's parent, before returning; a delete
+//! syncs the directory after unlinking.
+
+mod support;
+
+use std::process::Command;
+
+use blockstore::{BlockStore, FsConfig, FsStore};
+use support::{child_command, child_role};
+
+#[test]
+fn durability_child() {
+    let Some(role) = child_role() else { return };
+    let dir = std::env::var("DUR_DIR").unwrap();
+    let mut config = FsConfig::new(&dir);
+    config.fsync = role == "fsync-on";
+    let store = FsStore::open(config).unwrap();
+    store.write_block("dur/a/b/block", &[42u8; 10_000]).unwrap();
+    store.delete_block("dur/a/b/block").unwrap();
+}
+
+/// The traced system calls of one child run, as lines `syscall(args) = ret`.
+fn trace(role: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let store_dir = dir.path().join("store");
+    let child = child_command("durability_child", role);
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=openat,openat2,fdatasync,fsync,renameat,renameat2,mkdirat,unlinkat",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(child.get_program())
+    .args(child.get_args())
+    .env("DUR_DIR", &store_dir);
+    for (k, v) in child.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let status = cmd
+        .status()
+        .expect("strace must be installed (apt-get install strace)");
+    assert!(status.success(), "traced child failed");
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Strip the pid column; keep only the calls from the creation of the write's
+    // temporary file on, so opening the store does not count.
+    let calls: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.split_once(' ')
+                .map_or(l, |(_, rest)| rest)
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let start = calls
+        .iter()
+        .position(|c| is_temp_create(c))
+        .unwrap_or_else(|| panic!("no temporary file created:\n{text}"));
+    calls[start..].to_vec()
+}
+
+fn is_temp_create(call: &str) -> bool {
+    call.starts_with("openat(") && call.contains("O_CREAT") && call.contains("\"t0\"")
+}
+
+fn ret_fd(call: &str) -> String {
+    call.rsplit("= ").next().unwrap().trim().to_owned()
+}
+
+fn first_arg(call: &str) -> String {
+    call.split_once('(')
+        .unwrap()
+        .1
+        .split([',', ')'])
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn write_syncs_file_then_renames_then_syncs_directories() {
+    let calls = trace("fsync-on");
+    let dump = calls.join("\n");
+    let mkdirs = calls.iter().filter(|c| c.starts_with("mkdirat(")).count();
+    assert_eq!(mkdirs, 3, "dur, a, b are created:\n{dump}");
+    let temp_open = calls.iter().position(|c| is_temp_create(c)).unwrap();
+    let temp_fd = ret_fd(&calls[temp_open]);
+    let data_sync = calls
+        .iter()
+        .position(|c| c.starts_with("fdatasync(") && first_arg(c) == temp_fd)
+        .unwrap_or_else(|| panic!("temporary file fd {temp_fd} never synced:\n{dump}"));
+    let rename = calls
+        .iter()
+        .position(|c| c.starts_with("rename") && c.contains("\"block\""))
+        .unwrap_or_else(|| panic!("no rename onto the block:\n{dump}"));
+    let unlink = calls
+        .iter()
+        .position(|c| c.starts_with("unlinkat(") && c.contains("\"block\""))
+        .unwrap_or_else(|| panic!("no unlink of the block:\n{dump}"));
+    assert!(
+        temp_open < data_sync && data_sync < rename,
+        "file synced before the rename:\n{dump}"
+    );
+    let dir_syncs = calls[rename..unlink]
+        .iter()
+        .filter(|c| c.starts_with("fsync("))
+        .count();
+    // The block's directory, then the parents of the three new directories.
+    assert!(
+        dir_syncs >= 4,
+        "expected 4 directory syncs after the rename, saw {dir_syncs}:\n{dump}"
+    );
+    let after_unlink = calls[unlink..]
+        .iter()
+        .filter(|c| c.starts_with("fsync("))
+        .count();
+    assert!(after_unlink >= 1, "delete syncs the directory:\n{dump}");
+}
+
+#[test]
+fn without_fsync_nothing_is_synced() {
+    let calls = trace("fsync-off");
+    let syncs: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("fsync(") || c.starts_with("fdatasync("))
+        .collect();
+    assert!(syncs.is_empty(), "fsync = false must not sync: {syncs:?}");
+    assert!(calls
+        .iter()
+        .any(|c| c.starts_with("rename") && c.contains("\"block\"")));
+}

@@ -1,0 +1,184 @@
+//! Real faults, each giving its typed error and leaving no trace: a full filesystem (a
+//! small tmpfs), a read-only mount (a read-only bind mount), and a process without
+//! permission (a child dropped to uid 65534 with setpriv). Tests and CI run as root,
+//! which ignores mode bits, hence the mounts and the child.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use blockstore::{BlockStore, ErrorKind, FsConfig, FsStore, BLOCK_SIZE};
+use support::{
+    child_command, child_role, mount_or_explain, temp_files, tree_outside_internal, Mount,
+};
+
+fn kind<T>(r: blockstore::Result<T>) -> Option<ErrorKind> {
+    r.err().map(|e| e.kind())
+}
+
+#[test]
+fn full_filesystem_is_no_space_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    let Some(_mount) = mount_or_explain(
+        Mount::new(&mnt, &["-t", "tmpfs", "-o", "size=1m", "tmpfs"]),
+        "full filesystem",
+    ) else {
+        return;
+    };
+    let store = FsStore::open(FsConfig::new(&mnt)).unwrap();
+    store.write_block("f/old", b"old value").unwrap();
+    let before = tree_outside_internal(&mnt);
+    let big = vec![1u8; BLOCK_SIZE];
+    let e = store.write_block("f/new", &big).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    let e = store.write_block("f/old", &big).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    assert_eq!(
+        store.read_block("f/old").unwrap(),
+        b"old value",
+        "old value intact"
+    );
+    assert_eq!(
+        tree_outside_internal(&mnt),
+        before,
+        "nothing new outside the internal area"
+    );
+    assert!(
+        temp_files(&mnt).is_empty(),
+        "no temporary file left: {:?}",
+        temp_files(&mnt)
+    );
+    // Fill the disk, then the health check says it is full.
+    let mut i = 0;
+    loop {
+        match store.write_block(&format!("fill/{i}"), &[0u8; 64 * 1024]) {
+            Ok(()) => i += 1,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+                break;
+            }
+        }
+        assert!(i < 100, "a 1 MiB tmpfs never filled up");
+    }
+    // Also the last few pages.
+    while store
+        .write_block(&format!("fill/small{i}"), &[0u8; 1024])
+        .is_ok()
+    {
+        i += 1;
+    }
+    let e = store.health_check().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    assert!(temp_files(&mnt).is_empty());
+    store.delete_by_prefix("fill/").unwrap();
+    store.health_check().unwrap();
+}
+
+#[test]
+fn read_only_mount_is_read_only_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir_all(&src).unwrap();
+    let Some(mount) = mount_or_explain(
+        Mount::new(&mnt, &["--bind", src.to_str().unwrap()]),
+        "read-only mount",
+    ) else {
+        return;
+    };
+    // Opened while writable, then the mount turns read-only under it.
+    let store = FsStore::open(FsConfig::new(&mnt)).unwrap();
+    store.write_block("r/k", b"before").unwrap();
+    mount.remount("remount,bind,ro").expect("remount read-only");
+    let before = support::tree(&src);
+    assert_eq!(
+        kind(store.write_block("r/k", b"after")),
+        Some(ErrorKind::ReadOnly)
+    );
+    assert_eq!(
+        kind(store.write_block("r/new/k", b"x")),
+        Some(ErrorKind::ReadOnly)
+    );
+    assert_eq!(kind(store.health_check()), Some(ErrorKind::ReadOnly));
+    assert_eq!(store.read_block("r/k").unwrap(), b"before");
+    assert_eq!(store.list_by_prefix("").unwrap(), vec!["r/k".to_string()]);
+    assert_eq!(
+        support::tree(&src),
+        before,
+        "nothing changed on the read-only mount"
+    );
+    drop(store);
+    // Opened while read-only: reads work, writes say ReadOnly.
+    let mut config = FsConfig::new(&mnt);
+    config.create_dir = false;
+    let store = FsStore::open(config).unwrap();
+    assert_eq!(store.read_block("r/k").unwrap(), b"before");
+    let e = store.write_block("r/k", b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ReadOnly, "{e}");
+    assert_eq!(kind(store.delete_block("r/k")), Some(ErrorKind::ReadOnly));
+    assert_eq!(kind(store.health_check()), Some(ErrorKind::ReadOnly));
+}
+
+/// Runs as uid 65534 against a store owned by root with mode 0o755.
+#[test]
+fn permission_child() {
+    if child_role().as_deref() != Some("unprivileged") {
+        return;
+    }
+    let dir = std::env::var("PERM_DIR").unwrap();
+    let mut config = FsConfig::new(&dir);
+    config.create_dir = false;
+    let store = FsStore::open(config).unwrap();
+    let report = |what: &str, r: Option<ErrorKind>| println!("RESULT {what} {r:?}");
+    report("write", kind(store.write_block("p/new", b"x")));
+    report("overwrite", kind(store.write_block("p/k", b"x")));
+    report("delete", kind(store.delete_block("p/k")));
+    report("health", kind(store.health_check()));
+    report("read", kind(store.read_block("p/k")));
+}
+
+#[test]
+fn unprivileged_process_gets_permission_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("store");
+    std::fs::create_dir(&base).unwrap();
+    let store = FsStore::open(FsConfig::new(&base)).unwrap();
+    store.write_block("p/k", b"root's block").unwrap();
+    drop(store);
+    // The temporary directory itself is 0o700; let the child in.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = child_command("permission_child", "unprivileged");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(child.get_program())
+        .args(child.get_args())
+        .env("PERM_DIR", &base)
+        .stderr(Stdio::inherit());
+    for (k, v) in child.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let out = cmd.output().expect("setpriv (util-linux) is needed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the unprivileged child failed (is the test binary readable by uid 65534?): {stdout}"
+    );
+    let result = |what: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("RESULT {what} ")))
+            .unwrap_or_else(|| panic!("no result for {what}: {stdout}"))
+            .to_owned()
+    };
+    assert_eq!(result("write"), "Some(PermissionDenied)");
+    assert_eq!(result("overwrite"), "Some(PermissionDenied)");
+    assert_eq!(result("delete"), "Some(PermissionDenied)");
+    assert_eq!(result("health"), "Some(PermissionDenied)");
+    assert_eq!(result("read"), "None", "reading needs no write permission");
+    let store = FsStore::open(FsConfig::new(&base)).unwrap();
+    assert_eq!(store.read_block("p/k").unwrap(), b"root's block");
+    assert_eq!(tree_outside_internal(&base), vec!["p", "p/k"]);
+    assert!(temp_files(&base).is_empty());
+}
