@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::FsConfig;
 use crate::memory::MemoryStore;
+use crate::pool::{Pool, PoolConfig};
 use crate::s3::S3Config;
 use crate::store::BlockStore;
 
@@ -53,49 +54,6 @@ pub enum Backend {
     Filesystem,
     /// `"s3"`: the S3 backend.
     S3,
-}
-
-/// The `[pool]` section: the size of the worker pool.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PoolConfig {
-    /// Worker threads; at least 1. Default 16.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// Jobs that may wait in the queue; at least 1. Default 256.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
-}
-
-fn default_workers() -> usize {
-    16
-}
-fn default_queue_capacity() -> usize {
-    256
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            workers: default_workers(),
-            queue_capacity: default_queue_capacity(),
-        }
-    }
-}
-
-impl PoolConfig {
-    /// Checks that both sizes are at least 1.
-    pub fn validate(&self) -> Result<()> {
-        for (key, value) in [
-            ("workers", self.workers),
-            ("queue_capacity", self.queue_capacity),
-        ] {
-            if value == 0 {
-                return Err(config_error(&format!("pool.{key}"), "must be at least 1"));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn config_error(key: &str, why: &str) -> Error {
@@ -213,13 +171,10 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
             ))
         }
     };
-    if config.pool.is_some() {
-        return Err(config_error(
-            "pool",
-            "the worker pool is not available in this version",
-        ));
+    match config.pool {
+        Some(pool) => Ok(Arc::new(Pool::new(store, pool)?)),
+        None => Ok(store),
     }
-    Ok(store)
 }
 
 #[cfg(test)]
@@ -297,6 +252,29 @@ mod tests {
         assert!(e.contains("dir_mode"), "{e}");
         let e = err("[block_store]\ntype = \"memory\"\n[pool]\nworkers = -1\n");
         assert!(e.contains("pool.workers"), "{e}");
+    }
+
+    #[test]
+    fn open_builds_the_backend_and_the_pool() {
+        let c = Config::from_toml_str(
+            "[block_store]\ntype = \"memory\"\n[pool]\nworkers = 2\nqueue_capacity = 4\n",
+        )
+        .unwrap();
+        let store = open(&c).unwrap();
+        store.write_block("a/b", b"through the pool").unwrap();
+        assert_eq!(store.read_block("a/b").unwrap(), b"through the pool");
+        store.close().unwrap();
+        assert_eq!(
+            store.read_block("a/b").unwrap_err().kind(),
+            ErrorKind::Closed
+        );
+        let c = Config::from_toml_str(
+            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\n",
+        )
+        .unwrap();
+        let e = open(&c).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("s3"), "{e}");
     }
 
     #[test]

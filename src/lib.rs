@@ -10,17 +10,19 @@ pub mod fs;
 mod gate;
 pub mod key;
 mod memory;
+pub mod pool;
 pub mod s3;
 mod store;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use config::{open, Backend, BlockStoreConfig, Config, PoolConfig};
+pub use config::{open, Backend, BlockStoreConfig, Config};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::{FsConfig, FsStore};
 pub use key::{block_key, parse_block_key, BlockKey};
 pub use memory::MemoryStore;
+pub use pool::{Pool, PoolConfig};
 pub use s3::S3Config;
 pub use store::{BlockRef, BlockStore, BLOCK_SIZE};
 

@@ -1,0 +1,416 @@
+//! What the pool adds on top of the contract: batches, bounded in-flight work,
+//! backpressure, handles, panics, closing, and a stress run over the filesystem.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use blockstore::pool::Wait;
+use blockstore::{
+    BlockRef, BlockStore, ErrorKind, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, Result,
+};
+use parking_lot::{Condvar, Mutex};
+
+/// A memory store that counts calls in flight, can hold every call until released, and
+/// panics on keys containing `panic`.
+#[derive(Default)]
+struct Probe {
+    inner: MemoryStore,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    calls: AtomicUsize,
+    held: Mutex<bool>,
+    released: Condvar,
+    delay: Option<Duration>,
+}
+
+impl Probe {
+    fn holding() -> Self {
+        Probe {
+            held: Mutex::new(true),
+            ..Probe::default()
+        }
+    }
+
+    fn release(&self) {
+        *self.held.lock() = false;
+        self.released.notify_all();
+    }
+
+    fn run<T>(&self, key: &str, op: impl FnOnce(&MemoryStore) -> Result<T>) -> Result<T> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut held = self.held.lock();
+            while *held {
+                self.released.wait(&mut held);
+            }
+        }
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+        let result = if key.contains("panic") {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            panic!("planted panic for {key}");
+        } else {
+            op(&self.inner)
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+impl BlockStore for Probe {
+    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.run(key, |s| s.write_block(key, data))
+    }
+    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
+        self.run(key, |s| s.read_block(key))
+    }
+    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.run(key, |s| s.read_block_range(key, offset, length))
+    }
+    fn block_size(&self, key: &str) -> Result<u64> {
+        self.run(key, |s| s.block_size(key))
+    }
+    fn delete_block(&self, key: &str) -> Result<()> {
+        self.run(key, |s| s.delete_block(key))
+    }
+    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
+        self.run(prefix, |s| s.delete_by_prefix(prefix))
+    }
+    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
+        self.run(prefix, |s| s.list_blocks(prefix))
+    }
+    fn health_check(&self) -> Result<()> {
+        self.inner.health_check()
+    }
+    fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+fn pool(probe: &Arc<Probe>, workers: usize, queue_capacity: usize) -> Pool {
+    Pool::new(
+        probe.clone(),
+        PoolConfig {
+            workers,
+            queue_capacity,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn zero_workers_or_queue_is_a_config_error() {
+    let store: Arc<dyn BlockStore> = Arc::new(MemoryStore::new());
+    for (workers, queue_capacity) in [(0, 1), (1, 0)] {
+        let e = Pool::new(
+            store.clone(),
+            PoolConfig {
+                workers,
+                queue_capacity,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+    }
+    assert_eq!(
+        PoolConfig::default(),
+        PoolConfig {
+            workers: 16,
+            queue_capacity: 256
+        }
+    );
+}
+
+#[test]
+fn batches_keep_input_order_and_isolate_failures() {
+    let probe = Arc::new(Probe::default());
+    let p = pool(&probe, 4, 4);
+    let writes: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| {
+            let key = match i {
+                7 => "bad//key".to_string(),
+                13 => "k/panic".to_string(),
+                _ => format!("k/{i:02}"),
+            };
+            (key, vec![i as u8; i * 10])
+        })
+        .collect();
+    let results = p.write_blocks(writes);
+    assert_eq!(results.len(), 50);
+    for (i, r) in results.iter().enumerate() {
+        match i {
+            7 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::InvalidKey),
+            13 => {
+                let e = r.as_ref().unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Backend);
+                assert!(e.to_string().contains("panicked"), "{e}");
+            }
+            _ => assert!(r.is_ok(), "write {i}: {r:?}"),
+        }
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("k/{i:02}")).collect();
+    let reads = p.read_blocks(&keys);
+    for (i, r) in reads.iter().enumerate() {
+        match i {
+            7 | 13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::NotFound),
+            _ => assert_eq!(r.as_ref().unwrap(), &vec![i as u8; i * 10], "read {i}"),
+        }
+    }
+    let ranges: Vec<(String, u64, u64)> = (1..50).map(|i| (format!("k/{i:02}"), 1, 3)).collect();
+    for (j, r) in p.read_ranges(&ranges).iter().enumerate() {
+        let i = j + 1;
+        match i {
+            7 | 13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::NotFound),
+            _ => assert_eq!(r.as_ref().unwrap(), &vec![i as u8; 3], "range {i}"),
+        }
+    }
+    let deletes = p.delete_blocks(&["k/00", "a//b", "k/01"]);
+    assert!(deletes[0].is_ok() && deletes[2].is_ok());
+    assert_eq!(
+        deletes[1].as_ref().unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
+    // The worker that ran the panicking call still serves.
+    assert_eq!(p.config().workers, 4);
+    assert_eq!(p.read_block("k/02").unwrap(), vec![2u8; 20]);
+}
+
+#[test]
+fn streaming_batches_keep_at_most_workers_in_flight() {
+    let probe = Arc::new(Probe::default());
+    let p = pool(&probe, 6, 2);
+    let mut seen = vec![false; 10_000];
+    p.for_each_write(
+        (0..10_000).map(|i| (format!("s/{i}"), vec![1u8; 16])),
+        |i, r| {
+            r.unwrap();
+            assert!(!seen[i], "result {i} delivered twice");
+            seen[i] = true;
+        },
+    );
+    assert!(seen.iter().all(|s| *s));
+    let mut reads = 0;
+    p.for_each_read((0..10_000).map(|i| format!("s/{i}")), |_, r| {
+        assert_eq!(r.unwrap().len(), 16);
+        reads += 1;
+    });
+    assert_eq!(reads, 10_000);
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 20_000);
+    let max = probe.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 6, "{max} operations in flight with 6 workers");
+    assert!(max >= 2, "the batch never ran concurrently (max {max})");
+}
+
+#[test]
+fn many_callers_over_capacity_do_not_deadlock() {
+    let probe = Arc::new(Probe::default());
+    let p = Arc::new(pool(&probe, 3, 2));
+    let start = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (p, start) = (p.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let writes = (0..200)
+                    .map(|i| (format!("c/{t}/{i}"), vec![t as u8; 8]))
+                    .collect();
+                assert!(p.write_blocks(writes).iter().all(|r| r.is_ok()));
+                // Single jobs beyond the queue's capacity, all pending at once.
+                let handles: Vec<_> = (0..20)
+                    .map(|i| p.submit_read(format!("c/{t}/{i}")).unwrap())
+                    .collect();
+                for h in handles {
+                    assert_eq!(h.wait().unwrap(), vec![t as u8; 8]);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(p.list_by_prefix("c/").unwrap().len(), 1600);
+}
+
+#[test]
+fn backpressure_blocks_then_busy_then_closed() {
+    let probe = Arc::new(Probe::holding());
+    let p = Arc::new(pool(&probe, 1, 2));
+    // One job runs (held), two fill the queue.
+    let running = p.submit_write("b/0".into(), vec![0]).unwrap();
+    while probe.in_flight.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (1..3)
+        .map(|i| p.submit_write(format!("b/{i}"), vec![0]).unwrap())
+        .collect();
+    let e = p.try_submit_write("b/x".into(), vec![0]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy);
+    assert!(e.is_retryable());
+    assert_eq!(
+        p.try_submit(|_| Ok(())).unwrap_err().kind(),
+        ErrorKind::Busy
+    );
+    // A blocking submitter waits…
+    let blocked = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            p.submit_write("b/blocked".into(), vec![0])
+                .map(|h| h.detach())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !blocked.is_finished(),
+        "a submitter to a full queue must block"
+    );
+    let stats = p.stats();
+    assert_eq!((stats.running, stats.queued), (1, 2), "{stats:?}");
+    // …until close, which gives it Closed; queued jobs still finish.
+    let closer = {
+        let p = p.clone();
+        std::thread::spawn(move || p.close())
+    };
+    let result = blocked.join().unwrap();
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Closed);
+    probe.release();
+    closer.join().unwrap().unwrap();
+    running.wait().unwrap();
+    for h in queued {
+        h.wait().unwrap();
+    }
+    assert_eq!(
+        p.submit_write("b/late".into(), vec![]).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(p.read_block("b/0").unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        probe.inner.read_block("b/0").unwrap_err().kind(),
+        ErrorKind::Closed,
+        "inner store closed too"
+    );
+}
+
+#[test]
+fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
+    let probe = Arc::new(Probe::holding());
+    let p = pool(&probe, 1, 8);
+    let first = p.submit_write("h/first".into(), b"1".to_vec()).unwrap();
+    while probe.in_flight.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let cancelled = p.submit_write("h/cancelled".into(), b"2".to_vec()).unwrap();
+    let detached = p.submit_write("h/detached".into(), b"3".to_vec()).unwrap();
+    let timed = p.submit_read("h/first".into()).unwrap();
+    drop(cancelled);
+    detached.detach();
+    let timed = match timed.wait_timeout(Duration::from_millis(50)) {
+        Wait::Pending(h) => h,
+        Wait::Done(r) => panic!("finished while the store is held: {r:?}"),
+    };
+    assert!(!first.is_done());
+    let first = match first.poll() {
+        Wait::Pending(h) => h,
+        Wait::Done(r) => panic!("{r:?}"),
+    };
+    probe.release();
+    first.wait().unwrap();
+    match timed.wait_timeout(Duration::from_secs(10)) {
+        Wait::Done(r) => assert_eq!(r.unwrap(), b"1"),
+        Wait::Pending(_) => panic!("job lost its place after a timeout"),
+    }
+    p.close().unwrap();
+    assert_eq!(
+        probe.inner.list_by_prefix("h/").unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    let stats = p.stats();
+    assert_eq!(stats.cancelled, 1, "{stats:?}");
+    assert_eq!(stats.done, 3, "{stats:?}");
+}
+
+#[test]
+fn close_with_jobs_queued_and_running_and_from_two_threads() {
+    let probe = Arc::new(Probe {
+        delay: Some(Duration::from_millis(5)),
+        ..Probe::default()
+    });
+    let p = Arc::new(pool(&probe, 2, 64));
+    let handles: Vec<_> = (0..40)
+        .map(|i| p.submit_write(format!("q/{i}"), vec![1]).unwrap())
+        .collect();
+    let closers: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.close())
+        })
+        .collect();
+    for c in closers {
+        c.join().unwrap().unwrap();
+    }
+    for h in handles {
+        h.wait().expect("queued jobs finish before close returns");
+    }
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 40);
+    p.close().unwrap();
+}
+
+#[test]
+fn drop_without_close_finishes_and_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::open(FsConfig::new(dir.path())).unwrap());
+    let p = Pool::new(
+        store.clone(),
+        PoolConfig {
+            workers: 4,
+            queue_capacity: 4,
+        },
+    )
+    .unwrap();
+    for i in 0..20 {
+        p.submit_write(format!("d/{i}"), vec![i as u8; 100])
+            .unwrap()
+            .detach();
+    }
+    drop(p);
+    assert_eq!(
+        store.read_block("d/0").unwrap_err().kind(),
+        ErrorKind::Closed,
+        "drop closes the inner store"
+    );
+    let reopened = FsStore::open(FsConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        reopened.list_by_prefix("d/").unwrap().len(),
+        20,
+        "detached jobs ran before drop returned"
+    );
+}
+
+#[test]
+fn stats_count_jobs_and_latency() {
+    let probe = Arc::new(Probe::default());
+    let p = pool(&probe, 2, 8);
+    for i in 0..10 {
+        p.write_block(&format!("st/{i}"), b"x").unwrap();
+    }
+    assert_eq!(
+        p.read_block("st/missing").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let stats = p.stats();
+    assert_eq!(
+        (stats.done, stats.failed, stats.queued, stats.running),
+        (10, 1, 0, 0),
+        "{stats:?}"
+    );
+    let write = stats
+        .ops
+        .iter()
+        .find(|o| o.kind == blockstore::pool::OpKind::Write)
+        .unwrap();
+    assert_eq!(write.count, 10);
+    assert!(write.p50 <= write.p99 && write.p99 <= write.max && write.mean <= write.max);
+}
