@@ -93,6 +93,7 @@ macro_rules! __conformance_case_list {
             health_check_on_fresh_store,
             concurrent_writers_of_one_key,
             concurrent_mixed_operations,
+            after_fork_answers_without_hanging,
         );
     };
 }
@@ -999,4 +1000,43 @@ pub fn concurrent_mixed_operations(t: &Target) {
         ok(t.store.delete_by_prefix("mix/"), "clean up"),
         want.len() as u64
     );
+}
+
+/// A store used in a child process after `fork()` answers (with its data or an error)
+/// instead of hanging: daemons open stores and then fork.
+pub fn after_fork_answers_without_hanging(t: &Target) {
+    ok(
+        t.store.write_block("fork/k", b"before fork"),
+        "write before fork",
+    );
+    // SAFETY: the child only calls the store and then `_exit`s; `alarm` ends it if the
+    // store hangs.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe { libc::alarm(10) };
+        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = t.store.read_block("fork/k");
+            let _ = t.store.write_block("fork/child", b"x");
+        })) {
+            Ok(()) => 0,
+            Err(_) => 3,
+        };
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid, "waitpid");
+    assert!(
+        libc::WIFEXITED(status),
+        "the child did not answer within 10 s (signal {})",
+        libc::WTERMSIG(status)
+    );
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "the store panicked in the child"
+    );
+    assert_block(&*t.store, "fork/k", b"before fork");
 }

@@ -476,6 +476,11 @@ struct Shared {
 /// forms (`for_each_*`) hand each result to a callback as it completes and keep at most
 /// `workers` operations, so at most `workers` blocks, in flight.
 ///
+/// # Fork
+///
+/// Worker threads do not survive `fork()`: in a child process every call fails at once
+/// with a `Backend` error. Open stores after daemonizing.
+///
 /// # Closing
 ///
 /// [`BlockStore::close`] (and dropping the pool) stops taking jobs (submitters, also
@@ -493,6 +498,8 @@ pub struct Pool {
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Serialises `close` so a second caller returns only once the first has finished.
     close_lock: Mutex<Option<Result<()>>>,
+    /// The process that started the workers: a forked child has none of them.
+    pid: u32,
 }
 
 impl fmt::Debug for Pool {
@@ -548,6 +555,7 @@ impl Pool {
             closed_watch: signal_rx,
             workers: Mutex::new(workers),
             close_lock: Mutex::new(None),
+            pid: std::process::id(),
         })
     }
 
@@ -586,6 +594,12 @@ impl Pool {
             || Error::new(ErrorKind::Closed, kind.name()).with_detail("the pool is closed");
         if self.closing.load(Ordering::Acquire) {
             return Err(closed());
+        }
+        if std::process::id() != self.pid {
+            // The workers did not survive fork(): a submitted job would never run.
+            return Err(Error::new(ErrorKind::Backend, kind.name()).with_detail(
+                "the pool was started by the parent process; open a new store after fork()",
+            ));
         }
         let sender = self.jobs.read().clone().ok_or_else(closed)?;
         let submitted = &self.shared.counters.submitted;
@@ -961,6 +975,11 @@ impl Pool {
         drop(self.closed_signal.lock().take());
         // Workers drain the queue and stop once every sender is gone.
         let workers = std::mem::take(&mut *self.workers.lock());
+        if std::process::id() != self.pid {
+            // After fork() the workers belong to the parent: there is nothing to join.
+            std::mem::forget(workers);
+            return Ok(());
+        }
         let current = std::thread::current().id();
         for w in workers {
             if w.thread().id() != current {
