@@ -165,10 +165,12 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
             Arc::new(crate::fs::FsStore::open(fs)?)
         }
         Backend::S3 => {
-            return Err(config_error(
-                "block_store.type",
-                "the s3 backend is not available in this version",
-            ))
+            let s3 = config
+                .block_store
+                .s3
+                .clone()
+                .ok_or_else(|| config_error("block_store.s3", "section is missing"))?;
+            Arc::new(crate::s3::S3Store::open(s3)?)
         }
     };
     match config.pool {

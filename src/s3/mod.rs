@@ -1,6 +1,16 @@
-//! The S3 backend's configuration. The backend itself (`S3Store`) is not built yet;
-//! [`crate::open`] reports a Config error for `type = "s3"`.
+//! The S3 backend: [`S3Store`], blocks as objects in a bucket, through rust-s3.
+//!
+//! Split by role: `store` (the `BlockStore` implementation), `client` (the bucket handle
+//! and the private runtime that drives it for synchronous callers), `retry` (the retry
+//! policy and time limits), `error` (mapping replies and transport failures onto
+//! error kinds, keeping no raw body), `config`.
 
+mod client;
 mod config;
+mod error;
+mod retry;
+mod store;
 
 pub use config::S3Config;
+pub use error::S3Failure;
+pub use store::S3Store;

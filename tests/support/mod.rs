@@ -2,6 +2,8 @@
 //! binary, mounts that unmount themselves, and tree inspection.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs moto (the S3 tests' default server) into .venv when it is
+# not there yet, then runs every test with cargo. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v moto_server >/dev/null 2>&1 && [ ! -x .venv/bin/moto_server ]; then
+  echo "scripts/test.sh: installing moto[server] into .venv for the S3 tests"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+exec cargo test "$@"

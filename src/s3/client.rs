@@ -1,0 +1,144 @@
+//! The S3 client: a rust-s3 `Bucket` driven by a small tokio runtime that the store owns,
+//! so callers stay synchronous and connections are kept alive and shared by all threads.
+//!
+//! A caller outside any tokio runtime drives the request itself with `block_on`; a
+//! caller inside one (where `block_on` would panic) hands it to the store's runtime and
+//! waits on a channel.
+
+use std::future::Future;
+use std::time::Duration;
+
+use s3::creds::Credentials;
+use s3::region::Region;
+use s3::Bucket;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::error::{Error, ErrorKind, Result};
+
+use super::config::S3Config;
+
+/// The bucket handle and the runtime that drives it.
+pub(crate) struct Client {
+    pub(crate) bucket: Box<Bucket>,
+    runtime: Option<Runtime>,
+    /// The process that built the runtime: its threads do not survive `fork()`.
+    pid: u32,
+}
+
+fn config_error(key: &str, why: String) -> Error {
+    Error::new(ErrorKind::Config, "open")
+        .with_key(key)
+        .with_detail(why)
+}
+
+/// The configured credentials, else the `AWS_*` environment variables, else anonymous
+/// access; never the instance-metadata service or profile files.
+fn credentials(config: &S3Config) -> Result<Credentials> {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let access = opt(&config.access_key_id).or_else(|| env("AWS_ACCESS_KEY_ID"));
+    let secret = opt(&config.secret_access_key).or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+    let token = opt(&config.session_token).or_else(|| env("AWS_SESSION_TOKEN"));
+    match (access, secret) {
+        (Some(access), Some(secret)) => {
+            Credentials::new(Some(&access), Some(&secret), None, token.as_deref(), None)
+                .map_err(|e| config_error("block_store.s3.access_key_id", e.to_string()))
+        }
+        (None, None) => Credentials::anonymous()
+            .map_err(|e| config_error("block_store.s3.access_key_id", e.to_string())),
+        (Some(_), None) => Err(config_error(
+            "block_store.s3.secret_access_key",
+            "an access key id is set but no secret access key".into(),
+        )),
+        (None, Some(_)) => Err(config_error(
+            "block_store.s3.access_key_id",
+            "a secret access key is set but no access key id".into(),
+        )),
+    }
+}
+
+impl Client {
+    /// Builds the bucket handle and the runtime; contacts nobody.
+    pub(crate) fn new(config: &S3Config) -> Result<Client> {
+        // rust-s3's own retries (fixed, unjittered, GETs only) are replaced by ours.
+        s3::set_retries(0);
+        let region = if config.endpoint.is_empty() {
+            config
+                .region
+                .parse::<Region>()
+                .map_err(|e| config_error("block_store.s3.region", e.to_string()))?
+        } else {
+            let endpoint = if config.endpoint.contains("://") {
+                config.endpoint.clone()
+            } else {
+                format!("https://{}", config.endpoint)
+            };
+            Region::Custom {
+                region: config.region.clone(),
+                endpoint: endpoint.trim_end_matches('/').to_owned(),
+            }
+        };
+        let mut bucket = Bucket::new(&config.bucket, region, credentials(config)?)
+            .map_err(|e| config_error("block_store.s3", e.to_string()))?;
+        if config.force_path_style {
+            bucket.set_path_style();
+        }
+        bucket.set_request_timeout(Some(Duration::from_secs(config.request_timeout_secs)));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("blockstore-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Backend, "open")
+                    .with_detail("cannot start the S3 runtime")
+                    .with_source(e)
+            })?;
+        Ok(Client {
+            bucket,
+            runtime: Some(runtime),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Runs `fut` to completion on behalf of a synchronous caller.
+    pub(crate) fn run<T, F>(&self, op: &'static str, fut: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, op))?;
+        if std::process::id() != self.pid {
+            return Err(Error::new(ErrorKind::Backend, op).with_detail(
+                "the S3 store was opened by the parent process; open a new store after fork()",
+            ));
+        }
+        if Handle::try_current().is_err() {
+            return Ok(runtime.block_on(fut));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().map_err(|_| {
+            Error::new(ErrorKind::Backend, op).with_detail("the S3 runtime dropped the request")
+        })
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            if std::process::id() == self.pid {
+                // Never blocks, so dropping the store inside an async context is safe.
+                runtime.shutdown_background();
+            } else {
+                // A forked child does not own the runtime's threads.
+                std::mem::forget(runtime);
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Mapping rust-s3's errors onto error kinds, keeping only what is safe to show.
+//!
+//! An S3 error body can echo request details (AWS repeats the security token in some),
+//! so an error keeps the HTTP status and the parsed `<Code>` and `<Message>` only.
+
+use std::fmt;
+
+use s3::error::S3Error;
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind};
+
+/// An S3 error reply: status, code and message, never the raw body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Failure {
+    /// The HTTP status.
+    pub status: u16,
+    /// The S3 error code (`NoSuchKey`, `SlowDown`, …), empty when the reply had no body.
+    pub code: String,
+    /// The server's message, shortened.
+    pub message: String,
+}
+
+impl fmt::Display for S3Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        if !self.code.is_empty() {
+            write!(f, " {}", self.code)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for S3Failure {}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(rename = "Code", default)]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl S3Failure {
+    /// Parses an error reply's body, keeping only its code and message.
+    pub(crate) fn parse(status: u16, body: &str) -> S3Failure {
+        let parsed: ErrorBody = quick_xml::de::from_str(body).unwrap_or_default();
+        let mut message: String = parsed
+            .message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        if message.len() < parsed.message.len() {
+            message.push_str("...");
+        }
+        S3Failure {
+            status,
+            code: parsed
+                .code
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(64)
+                .collect(),
+            message,
+        }
+    }
+
+    /// Whether another attempt may succeed (the contract's retry list).
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(self.status, 500 | 502 | 503 | 504 | 408 | 429)
+            || (self.status == 400 && self.code == "RequestTimeout")
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match (self.status, self.code.as_str()) {
+            (404, "NoSuchKey") => ErrorKind::NotFound,
+            (404, "NoSuchBucket") => ErrorKind::Config,
+            (403, _) => ErrorKind::PermissionDenied,
+            (416, _) => ErrorKind::InvalidRange,
+            (429, _) => ErrorKind::Busy,
+            (503, _) => ErrorKind::Unavailable,
+            (400, "RequestTimeout") | (408, _) => ErrorKind::Timeout,
+            _ => ErrorKind::Backend,
+        }
+    }
+}
+
+/// What one failed attempt was, before it becomes an [`Error`].
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server answered with an error.
+    Reply(S3Failure),
+    /// The endpoint could not be reached (connection refused, DNS).
+    Connect(String),
+    /// The attempt ran out of time.
+    TimedOut,
+    /// The connection failed mid-request (reset, truncated body).
+    Transport(String),
+    /// Anything else: not retried.
+    Other(String),
+}
+
+impl Failure {
+    /// Sorts a rust-s3 error. Only the status and parsed fields of a reply are kept.
+    pub(crate) fn from_s3(err: S3Error) -> Failure {
+        match err {
+            S3Error::HttpFailWithBody(status, body) => {
+                Failure::Reply(S3Failure::parse(status, &body))
+            }
+            S3Error::HttpFail => Failure::Reply(S3Failure {
+                status: 0,
+                code: String::new(),
+                message: "request failed".into(),
+            }),
+            S3Error::Reqwest(e) => {
+                // reqwest's message can include the URL, never credentials: keep it
+                // without the URL anyway.
+                let e = e.without_url();
+                if e.is_timeout() {
+                    Failure::TimedOut
+                } else if e.is_connect() {
+                    Failure::Connect(chain(&e))
+                } else if e.is_builder() {
+                    Failure::Other(chain(&e))
+                } else {
+                    Failure::Transport(chain(&e))
+                }
+            }
+            S3Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::TimedOut,
+            S3Error::Io(e) => Failure::Transport(e.to_string()),
+            S3Error::Credentials(e) => Failure::Other(format!("credentials: {e}")),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            Failure::Reply(r) => r.is_retryable(),
+            Failure::Connect(_) | Failure::TimedOut | Failure::Transport(_) => true,
+            Failure::Other(_) => false,
+        }
+    }
+
+    /// The HTTP status of a reply, if it was one.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Reply(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    /// The error a caller sees for operation `op` on `key`.
+    pub(crate) fn into_error(self, op: &'static str, key: &str, writes: bool) -> Error {
+        let retryable = self.is_retryable();
+        let unknown = if writes {
+            "; the outcome is unknown: the change may still take effect"
+        } else {
+            ""
+        };
+        let e = match self {
+            Failure::Reply(reply) => {
+                let kind = reply.kind();
+                let mut e = Error::new(kind, op).with_source(reply.clone());
+                if kind == ErrorKind::Config && reply.code == "NoSuchBucket" {
+                    e = e.with_detail("the bucket does not exist");
+                } else if kind == ErrorKind::PermissionDenied {
+                    e = e.with_detail("access denied: check the credentials and the bucket policy");
+                } else if kind == ErrorKind::Timeout {
+                    e = e.with_detail(format!("the server timed out{unknown}"));
+                }
+                e
+            }
+            Failure::Connect(why) => Error::new(ErrorKind::Unavailable, op)
+                .with_detail(format!("cannot reach the endpoint: {why}")),
+            Failure::TimedOut => Error::new(ErrorKind::Timeout, op)
+                .with_detail(format!("no answer in time{unknown}")),
+            Failure::Transport(why) => Error::new(ErrorKind::Backend, op)
+                .with_detail(format!("connection failed: {why}{unknown}")),
+            Failure::Other(why) => Error::new(ErrorKind::Backend, op).with_detail(why),
+        };
+        e.with_key(key).with_retryable(retryable)
+    }
+}
+
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_only_status_code_and_message() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message>\
+                    <RequestId>1</RequestId><Token-0>FwoGZXIvYXdzEBYaSECRETTOKEN</Token-0></Error>";
+        let f = Failure::from_s3(S3Error::HttpFailWithBody(403, body.into()));
+        let e = f.into_error("read", "k", false);
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(!e.is_retryable());
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("SECRETTOKEN"), "{shown}");
+        assert!(
+            shown.contains("AccessDenied") && shown.contains("403"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn retry_rules() {
+        let reply = |status, code: &str| {
+            Failure::Reply(S3Failure {
+                status,
+                code: code.into(),
+                message: String::new(),
+            })
+        };
+        for (status, code) in [
+            (500, "InternalError"),
+            (502, ""),
+            (503, "SlowDown"),
+            (504, ""),
+            (408, ""),
+            (429, ""),
+            (400, "RequestTimeout"),
+        ] {
+            assert!(reply(status, code).is_retryable(), "{status} {code}");
+        }
+        for (status, code) in [
+            (501, "NotImplemented"),
+            (403, "AccessDenied"),
+            (404, "NoSuchKey"),
+            (416, "InvalidRange"),
+            (400, "InvalidArgument"),
+            (409, ""),
+        ] {
+            assert!(!reply(status, code).is_retryable(), "{status} {code}");
+        }
+        assert!(Failure::TimedOut.is_retryable());
+        assert!(Failure::Connect("refused".into()).is_retryable());
+        assert!(!Failure::Other("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn kinds() {
+        let kind = |status, code: &str| {
+            Failure::Reply(S3Failure {
+                status,
+                code: code.into(),
+                message: String::new(),
+            })
+            .into_error("read", "k", false)
+            .kind()
+        };
+        assert_eq!(kind(404, "NoSuchKey"), ErrorKind::NotFound);
+        assert_eq!(kind(404, "NoSuchBucket"), ErrorKind::Config);
+        assert_eq!(kind(404, ""), ErrorKind::Backend);
+        assert_eq!(kind(416, "InvalidRange"), ErrorKind::InvalidRange);
+        assert_eq!(kind(503, "SlowDown"), ErrorKind::Unavailable);
+        assert_eq!(kind(501, "NotImplemented"), ErrorKind::Backend);
+        let e = Failure::TimedOut.into_error("write", "k", true);
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.to_string().contains("outcome is unknown"), "{e}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The retry policy: which failures are tried again, how long to wait between attempts,
+//! and the time limits of one attempt and of the whole call.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use s3::error::S3Error;
+use tokio::time::Instant;
+
+use super::error::Failure;
+
+/// Retries after the first attempt, per-attempt and whole-call time limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub(crate) max_retries: u32,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) deadline: Duration,
+}
+
+/// The first wait; each retry doubles it, up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The wait before retry `n` (1-based): exponential, with jitter over its upper half so
+/// that many clients retrying at once spread out.
+pub(crate) fn backoff(n: u32) -> Duration {
+    let ceiling = BASE_BACKOFF
+        .saturating_mul(
+            1u32.checked_shl(n.saturating_sub(1).min(16))
+                .unwrap_or(u32::MAX),
+        )
+        .min(MAX_BACKOFF);
+    let random = RandomState::new().build_hasher().finish();
+    let half = ceiling / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
+}
+
+impl RetryPolicy {
+    /// Runs `attempt` until it succeeds, fails in a way retrying cannot help, runs out of
+    /// retries, or the whole call's deadline comes.
+    pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, S3Error>>,
+    {
+        let deadline = Instant::now() + self.deadline;
+        let mut retries = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Failure::TimedOut);
+            }
+            let failure =
+                match tokio::time::timeout(self.attempt_timeout.min(remaining), attempt()).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(e)) => Failure::from_s3(e),
+                    Err(_) => Failure::TimedOut,
+                };
+            if !failure.is_retryable() || retries >= self.max_retries {
+                return Err(failure);
+            }
+            retries += 1;
+            let wait = backoff(retries);
+            if Instant::now() + wait >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for n in 1..40 {
+            let ceiling = (BASE_BACKOFF * 2u32.pow((n - 1).min(10))).min(MAX_BACKOFF);
+            let wait = backoff(n);
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "retry {n}: {wait:?} outside {ceiling:?}"
+            );
+        }
+        let distinct: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(3)).collect();
+        assert!(distinct.len() > 1, "no jitter");
+    }
+}
