@@ -2,6 +2,7 @@
 //! binary, mounts that unmount themselves, and tree inspection.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,419 @@
+//! A fault-injecting TCP proxy between an S3 client and a real S3 server.
+//!
+//! It reads each HTTP request whole (headers and `Content-Length` body), records it,
+//! and either forwards it or answers it itself with a chosen error. Faults on the way
+//! back (reset, early end, delay) apply to the response of the next request forwarded.
+//! It can also refuse connections, swallow requests without answering, and count the
+//! connections it accepted.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// One request the proxy saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// What the proxy did to it: `None` forwarded cleanly, else the fault's name
+    /// (`"503 SlowDown"`, `"reset"`, `"truncate"`, `"delay"`, `"blackhole"`).
+    pub fault: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Send N bytes of the response, then an RST.
+    Reset(usize),
+    /// Send N bytes of the response, then close cleanly (a short body).
+    Truncate(usize),
+}
+
+#[derive(Default)]
+struct Plan {
+    /// Errors to answer with: (only for this method, or any; status; code).
+    errors: VecDeque<(Option<String>, u16, String)>,
+    cuts: VecDeque<Cut>,
+    delays: VecDeque<Duration>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    plan: Mutex<Plan>,
+    seen: Mutex<Vec<Seen>>,
+    accepted: AtomicUsize,
+    blackhole: AtomicBool,
+    down: AtomicBool,
+    stop: AtomicBool,
+    /// Open client connections, to cut them all when the server "goes away".
+    clients: Mutex<Vec<(usize, TcpStream)>>,
+}
+
+/// The proxy; stops when dropped.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Proxy {
+        let hostport = upstream.trim_start_matches("http://").trim_end_matches('/');
+        let upstream: SocketAddr = hostport.parse().unwrap_or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(hostport)
+                .expect("resolve upstream")
+                .next()
+                .expect("an address")
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            upstream,
+            plan: Mutex::new(Plan::default()),
+            seen: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+            blackhole: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            clients: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        thread::spawn(move || accept_loop(listener, addr, s));
+        Proxy { addr, shared }
+    }
+
+    /// The endpoint to give the client.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers the next `n` requests with `status` and S3 error `code`, after reading
+    /// each whole.
+    pub fn fail_next(&self, n: usize, status: u16, code: &str) {
+        let mut plan = self.shared.plan.lock().unwrap();
+        for _ in 0..n {
+            plan.errors.push_back((None, status, code.to_owned()));
+        }
+    }
+
+    /// Like [`Proxy::fail_next`], for requests with this method only; others pass.
+    pub fn fail_next_method(&self, method: &str, n: usize, status: u16, code: &str) {
+        let mut plan = self.shared.plan.lock().unwrap();
+        for _ in 0..n {
+            plan.errors
+                .push_back((Some(method.to_owned()), status, code.to_owned()));
+        }
+    }
+
+    /// Resets the connection after `bytes` bytes of the next forwarded response.
+    pub fn reset_next_response_after(&self, bytes: usize) {
+        self.shared
+            .plan
+            .lock()
+            .unwrap()
+            .cuts
+            .push_back(Cut::Reset(bytes));
+    }
+
+    /// Ends the next forwarded response cleanly after `bytes` bytes.
+    pub fn truncate_next_response_after(&self, bytes: usize) {
+        self.shared
+            .plan
+            .lock()
+            .unwrap()
+            .cuts
+            .push_back(Cut::Truncate(bytes));
+    }
+
+    /// Holds the next forwarded response back for `delay`.
+    pub fn delay_next_response(&self, delay: Duration) {
+        self.shared.plan.lock().unwrap().delays.push_back(delay);
+    }
+
+    /// While on, requests are read and never answered (a hung server).
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Closes every connection and refuses new ones (a server that went away).
+    pub fn go_down(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
+        for (_, c) in self.shared.clients.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // Wake the accept loop so it closes the listener.
+        let _ = TcpStream::connect(self.addr);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Accepts connections again on the same port.
+    pub fn come_back(&self) {
+        self.shared.down.store(false, Ordering::SeqCst);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            thread::sleep(Duration::from_millis(10));
+        }
+        // That probe connection counted; do not report it.
+        self.shared.accepted.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The requests seen so far, and forgets them.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.shared.seen.lock().unwrap())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for (_, c) in self.shared.clients.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut listener = Some(listener);
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if shared.down.load(Ordering::SeqCst) {
+            listener = None;
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let l = match &listener {
+            Some(l) => l,
+            None => match TcpListener::bind(addr) {
+                Ok(l) => listener.insert(l),
+                Err(_) => {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            },
+        };
+        let Ok((client, _)) = l.accept() else {
+            continue;
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if shared.down.load(Ordering::SeqCst) {
+            continue;
+        }
+        let id = shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if let Ok(c) = client.try_clone() {
+            shared.clients.lock().unwrap().push((id, c));
+        }
+        let s = shared.clone();
+        thread::spawn(move || {
+            serve(client, &s);
+            s.clients.lock().unwrap().retain(|(i, _)| *i != id);
+        });
+    }
+}
+
+/// The fault for the response being forwarded on one connection.
+#[derive(Default)]
+struct Pending {
+    cut: Option<Cut>,
+    delay: Option<Duration>,
+    sent: usize,
+}
+
+fn serve(mut client: TcpStream, shared: &Shared) {
+    let _ = client.set_nodelay(true);
+    let Ok(upstream) = TcpStream::connect(shared.upstream) else {
+        return;
+    };
+    let _ = upstream.set_nodelay(true);
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    {
+        let (mut up, mut down, pending) = (
+            upstream.try_clone().unwrap(),
+            client.try_clone().unwrap(),
+            pending.clone(),
+        );
+        thread::spawn(move || pump_responses(&mut up, &mut down, &pending));
+    }
+    let mut upstream = upstream;
+    let mut buf = Vec::new();
+    loop {
+        let Some((request, method, target, has_body)) = read_request(&mut client, &mut buf) else {
+            let _ = upstream.shutdown(Shutdown::Both);
+            return;
+        };
+        if shared.blackhole.load(Ordering::SeqCst) {
+            record(shared, &method, &target, Some("blackhole"));
+            // Never answer; hold the connection until the client gives up.
+            let mut sink = [0u8; 4096];
+            while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
+            return;
+        }
+        let injected = {
+            let mut plan = shared.plan.lock().unwrap();
+            match plan.errors.front() {
+                Some((Some(only), _, _)) if *only != method => None,
+                Some(_) => plan
+                    .errors
+                    .pop_front()
+                    .map(|(_, status, code)| (status, code)),
+                None => None,
+            }
+        };
+        if let Some((status, code)) = injected {
+            record(shared, &method, &target, Some(&format!("{status} {code}")));
+            let token = header(&request, "x-amz-security-token").unwrap_or_default();
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+                 <Message>injected by the test proxy</Message><RequestId>proxy</RequestId>\
+                 <EchoedToken>{token}</EchoedToken></Error>"
+            );
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            let head = format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = client.write_all(head.as_bytes());
+            let _ = client.write_all(body.as_bytes());
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+            return;
+        }
+        let (cut, delay) = {
+            let mut plan = shared.plan.lock().unwrap();
+            (plan.cuts.pop_front(), plan.delays.pop_front())
+        };
+        let fault = match (cut, delay) {
+            (Some(Cut::Reset(_)), _) => Some("reset"),
+            (Some(Cut::Truncate(_)), _) => Some("truncate"),
+            (None, Some(_)) => Some("delay"),
+            (None, None) => None,
+        };
+        record(shared, &method, &target, fault);
+        *pending.lock().unwrap() = Pending {
+            cut,
+            delay,
+            sent: 0,
+        };
+        let _ = has_body;
+        if upstream.write_all(&request).is_err() {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn record(shared: &Shared, method: &str, target: &str, fault: Option<&str>) {
+    shared.seen.lock().unwrap().push(Seen {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        fault: fault.map(str::to_owned),
+    });
+}
+
+/// Forwards bytes from the server to the client, applying the pending fault.
+fn pump_responses(up: &mut TcpStream, down: &mut TcpStream, pending: &Mutex<Pending>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match up.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = down.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        let mut p = pending.lock().unwrap();
+        if let Some(d) = p.delay.take() {
+            thread::sleep(d);
+        }
+        match p.cut {
+            Some(Cut::Reset(limit) | Cut::Truncate(limit)) if p.sent + n >= limit => {
+                let allowed = limit - p.sent;
+                let _ = down.write_all(&buf[..allowed]);
+                if let Some(Cut::Reset(_)) = p.cut {
+                    // Linger 0: closing sends an RST instead of a FIN.
+                    let _ = socket2::SockRef::from(&*down).set_linger(Some(Duration::ZERO));
+                }
+                let _ = down.shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+                return;
+            }
+            _ => {
+                p.sent += n;
+                if down.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one request (head and `Content-Length` body) from `client`; returns its bytes,
+/// method, target and whether it had a body. `None` when the client closed.
+fn read_request(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(Vec<u8>, String, String, bool)> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match client.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut first = head.lines().next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let target = first.next().unwrap_or_default().to_owned();
+    let length: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = vec![0u8; (head_end + length - buf.len()).min(1 << 20)];
+        match client.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    let request: Vec<u8> = buf.drain(..head_end + length).collect();
+    Some((request, method, target, length > 0))
+}
+
+fn header<T: AsRef<[u8]>>(request: T, name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(request.as_ref());
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
