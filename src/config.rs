@@ -274,9 +274,9 @@ mod tests {
             "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\n",
         )
         .unwrap();
-        let e = open(&c).err().unwrap();
-        assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(e.to_string().contains("s3"), "{e}");
+        // Opening an S3 store contacts nobody, so this works without a server.
+        let s3 = open(&c).unwrap();
+        s3.close().unwrap();
     }
 
     #[test]

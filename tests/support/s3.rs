@@ -211,3 +211,12 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// The S3 section of a configuration file.
+pub fn config_from_file(path: &std::path::Path) -> S3Config {
+    blockstore::Config::load(path)
+        .unwrap()
+        .block_store
+        .s3
+        .unwrap()
+}

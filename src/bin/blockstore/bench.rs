@@ -1,0 +1,454 @@
+//! `bench`: measure the configured store (default: a filesystem store in a temporary
+//! directory) under a unique prefix that is removed afterwards.
+//!
+//! Each phase runs its operations on `--workers` threads and records every latency. For
+//! the filesystem and memory backends the same work is also done "bare" in the same run
+//! (the same system calls without the store, or a plain memory copy), and the table
+//! shows the store's speed as a ratio of that baseline.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use blockstore::{block_key, Backend, BlockStore, Config};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::common::{load_config, open, parse_size, Failure, Output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Threads issuing operations at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Blocks to write, read and delete.
+    #[arg(long, default_value_t = 64)]
+    blocks: usize,
+    /// Size of each block (e.g. 4096, 64K, 1M, 4M).
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    block_size: usize,
+}
+
+/// One phase's measurements.
+struct Phase {
+    name: String,
+    ops: usize,
+    bytes: u64,
+    wall: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    fn mib_per_sec(&self) -> f64 {
+        self.bytes as f64 / (1 << 20) as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank =
+            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[rank - 1]
+    }
+}
+
+/// Runs `op(i)` for `i` in `0..n` on `workers` threads; `op` returns the bytes it moved.
+fn measure<F>(name: &str, n: usize, workers: usize, show: bool, op: F) -> Result<Phase, Failure>
+where
+    F: Fn(usize) -> Result<u64, Failure> + Sync,
+{
+    let bar = if show {
+        let bar = ProgressBar::new(n as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(name.to_owned());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Result<(Vec<Duration>, u64), Failure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut latencies = Vec::with_capacity(n / workers.max(1) + 1);
+                    let mut bytes = 0;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok((latencies, bytes));
+                        }
+                        let t = Instant::now();
+                        bytes += op(i)?;
+                        latencies.push(t.elapsed());
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Failure::invalid("bench: a worker panicked")))
+            })
+            .collect()
+    });
+    let wall = started.elapsed();
+    bar.finish_and_clear();
+    let mut latencies = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for r in results {
+        let (l, b) = r?;
+        latencies.extend(l);
+        bytes += b;
+    }
+    latencies.sort_unstable();
+    Ok(Phase {
+        name: name.to_owned(),
+        ops: n,
+        bytes,
+        wall,
+        latencies,
+    })
+}
+
+/// The same work without the store, for the ratio column.
+enum Bare {
+    /// A scratch directory on the store's filesystem, and whether to sync.
+    Fs {
+        dir: PathBuf,
+        fsync: bool,
+    },
+    /// Plain memory copies.
+    Memory,
+    None,
+}
+
+fn bare_write(dir: &Path, i: usize, data: &[u8], fsync: bool) -> std::io::Result<()> {
+    let tmp = dir.join(format!("tmp-{i}"));
+    let mut f = File::options().write(true).create_new(true).open(&tmp)?;
+    f.write_all(data)?;
+    if fsync {
+        f.sync_data()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, dir.join(format!("block-{i}")))?;
+    if fsync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
+    if args.workers == 0 || args.blocks == 0 || args.block_size == 0 {
+        return Err(Failure::invalid(
+            "bench: --workers, --blocks and --block-size must be at least 1",
+        ));
+    }
+    if args.block_size > blockstore::BLOCK_SIZE {
+        return Err(Failure::invalid(format!(
+            "bench: --block-size is larger than a block ({} bytes)",
+            blockstore::BLOCK_SIZE
+        )));
+    }
+    let explicit =
+        config.is_some() || std::env::var_os("BLOCKSTORE_CONFIG").is_some_and(|v| !v.is_empty());
+    let temp = tempfile::tempdir().map_err(|e| Failure::io("bench: temporary directory", e))?;
+    let config = if explicit {
+        load_config(config)?
+    } else {
+        Config::filesystem(temp.path().join("store"))
+    };
+    let store: Arc<dyn BlockStore> = open(&config, true)?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = format!("bench-{}-{nanos:x}/", std::process::id());
+    let bare = match (config.block_store.backend, &config.block_store.filesystem) {
+        (Backend::Filesystem, Some(fs)) => {
+            let dir = tempfile::Builder::new()
+                .prefix(".bench-bare-")
+                .tempdir_in(fs.base_path.parent().unwrap_or(&fs.base_path))
+                .or_else(|_| tempfile::tempdir())
+                .map_err(|e| Failure::io("bench: scratch directory", e))?;
+            let path = dir.keep();
+            Bare::Fs {
+                dir: path,
+                fsync: fs.fsync,
+            }
+        }
+        (Backend::Memory, _) => Bare::Memory,
+        _ => Bare::None,
+    };
+    let result = phases(&*store, &bare, &prefix, &args, out);
+    // Clean up whatever happened.
+    let _ = store.delete_by_prefix(&prefix);
+    if let Bare::Fs { dir, .. } = &bare {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let rows = result?;
+    let backend = format!("{:?}", config.block_store.backend).to_lowercase();
+    print_table(out, &backend, &args, &rows)?;
+    store.close().map_err(|e| Failure::store("bench", "", &e))
+}
+
+/// A measured phase and, where there is one, its bare baseline.
+struct Row {
+    store: Phase,
+    bare: Option<Phase>,
+}
+
+fn phases(
+    store: &dyn BlockStore,
+    bare: &Bare,
+    prefix: &str,
+    args: &Args,
+    out: &Output,
+) -> Result<Vec<Row>, Failure> {
+    let show = out.progress() && std::io::stderr().is_terminal();
+    let (n, size, workers) = (args.blocks, args.block_size, args.workers);
+    let keys: Vec<String> = (0..n)
+        .map(|i| block_key(&format!("{prefix}file"), 0, i as u64))
+        .collect();
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u64).wrapping_mul(0x9E37_79B9) as u8)
+        .collect();
+    let io = |what: &'static str| move |e: std::io::Error| Failure::io(what, e);
+    let size_name = crate::common::human_bytes(size as u64).replace(".0 ", " ");
+    let range_len = 4096.min(size);
+    let ranges = n * 4;
+    let offset = |i: usize| xorshift(i as u64 + 1) % (size - range_len + 1) as u64;
+    let mut rows = Vec::new();
+
+    let write = measure(&format!("write {size_name}"), n, workers, show, |i| {
+        store.write_block(&keys[i], &data).map_err(fail(&keys[i]))?;
+        Ok(size as u64)
+    })?;
+    let bare_write_phase = match bare {
+        Bare::Fs { dir, fsync } => Some(measure("bare write", n, workers, show, |i| {
+            bare_write(dir, i, &data, *fsync).map_err(io("bare write"))?;
+            Ok(size as u64)
+        })?),
+        Bare::Memory => Some(measure("bare copy", n, workers, show, |_| {
+            Ok(std::hint::black_box(data.to_vec()).len() as u64)
+        })?),
+        Bare::None => None,
+    };
+    rows.push(Row {
+        store: write,
+        bare: bare_write_phase,
+    });
+
+    let read = measure(&format!("read {size_name}"), n, workers, show, |i| {
+        Ok(store.read_block(&keys[i]).map_err(fail(&keys[i]))?.len() as u64)
+    })?;
+    let bare_read = match bare {
+        Bare::Fs { dir, .. } => Some(measure("bare read", n, workers, show, |i| {
+            Ok(std::fs::read(dir.join(format!("block-{i}")))
+                .map_err(io("bare read"))?
+                .len() as u64)
+        })?),
+        Bare::Memory => Some(measure("bare copy", n, workers, show, |_| {
+            Ok(std::hint::black_box(data.to_vec()).len() as u64)
+        })?),
+        Bare::None => None,
+    };
+    rows.push(Row {
+        store: read,
+        bare: bare_read,
+    });
+
+    let range = measure(
+        &format!(
+            "range {}",
+            crate::common::human_bytes(range_len as u64).replace(".0 ", " ")
+        ),
+        ranges,
+        workers,
+        show,
+        |i| {
+            let key = &keys[i % n];
+            Ok(store
+                .read_block_range(key, offset(i), range_len as u64)
+                .map_err(fail(key))?
+                .len() as u64)
+        },
+    )?;
+    let bare_range = match bare {
+        Bare::Fs { dir, .. } => Some(measure("bare range", ranges, workers, show, |i| {
+            let f = File::open(dir.join(format!("block-{}", i % n))).map_err(io("bare range"))?;
+            let mut buf = vec![0u8; range_len];
+            f.read_exact_at(&mut buf, offset(i))
+                .map_err(io("bare range"))?;
+            Ok(buf.len() as u64)
+        })?),
+        Bare::Memory => Some(measure("bare copy", ranges, workers, show, |i| {
+            let o = offset(i) as usize;
+            Ok(std::hint::black_box(data[o..o + range_len].to_vec()).len() as u64)
+        })?),
+        Bare::None => None,
+    };
+    rows.push(Row {
+        store: range,
+        bare: bare_range,
+    });
+
+    let stat = measure("block_size", n, workers, show, |i| {
+        store.block_size(&keys[i]).map_err(fail(&keys[i]))?;
+        Ok(0)
+    })?;
+    let bare_stat = match bare {
+        Bare::Fs { dir, .. } => Some(measure("bare stat", n, workers, show, |i| {
+            std::fs::symlink_metadata(dir.join(format!("block-{i}"))).map_err(io("bare stat"))?;
+            Ok(0)
+        })?),
+        _ => None,
+    };
+    rows.push(Row {
+        store: stat,
+        bare: bare_stat,
+    });
+
+    let listings = 20;
+    let list = measure(&format!("list {n} keys"), listings, 1, show, |_| {
+        let found = store.list_by_prefix(prefix).map_err(fail(prefix))?;
+        if found.len() != n {
+            return Err(Failure::invalid(format!(
+                "bench: listed {} of {n} blocks",
+                found.len()
+            )));
+        }
+        Ok(0)
+    })?;
+    let bare_list = match bare {
+        Bare::Fs { dir, .. } => Some(measure("bare list", listings, 1, show, |_| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map_err(io("bare list"))?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            names.sort_unstable();
+            Ok(0)
+        })?),
+        _ => None,
+    };
+    rows.push(Row {
+        store: list,
+        bare: bare_list,
+    });
+
+    let delete = measure("delete", n, workers, show, |i| {
+        store.delete_block(&keys[i]).map_err(fail(&keys[i]))?;
+        Ok(0)
+    })?;
+    let bare_delete = match bare {
+        Bare::Fs { dir, fsync } => Some(measure("bare delete", n, workers, show, |i| {
+            std::fs::remove_file(dir.join(format!("block-{i}"))).map_err(io("bare delete"))?;
+            if *fsync {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("bare delete"))?;
+            }
+            Ok(0)
+        })?),
+        _ => None,
+    };
+    rows.push(Row {
+        store: delete,
+        bare: bare_delete,
+    });
+    Ok(rows)
+}
+
+/// Maps a store error on `key` to the command's failure.
+fn fail(key: &str) -> impl Fn(blockstore::Error) -> Failure + '_ {
+    move |e| Failure::store("bench", key, &e)
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{:.2} ms", us / 1000.0)
+    }
+}
+
+fn print_table(out: &Output, backend: &str, args: &Args, rows: &[Row]) -> Result<(), Failure> {
+    // Throughput ratio: the store's rate over the bare rate (1.00 = no overhead).
+    let ratio = |r: &Row| {
+        r.bare
+            .as_ref()
+            .map(|b| r.store.ops_per_sec() / b.ops_per_sec().max(1e-9))
+    };
+    if out.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "operation": r.store.name,
+                    "ops": r.store.ops,
+                    "mib_per_sec": (r.store.bytes > 0).then(|| r.store.mib_per_sec()),
+                    "ops_per_sec": r.store.ops_per_sec(),
+                    "p50_us": r.store.quantile(0.5).as_secs_f64() * 1e6,
+                    "p99_us": r.store.quantile(0.99).as_secs_f64() * 1e6,
+                    "bare_ops_per_sec": r.bare.as_ref().map(Phase::ops_per_sec),
+                    "ratio_to_bare": ratio(r),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "backend": backend, "workers": args.workers, "blocks": args.blocks, "block_size": args.block_size, "results": items })
+        );
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "backend: {backend}, workers: {}, blocks: {}, block size: {} bytes",
+        args.workers, args.blocks, args.block_size
+    )?;
+    writeln!(
+        stdout,
+        "{:<16} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "operation", "ops", "MiB/s", "ops/s", "p50", "p99", "vs bare"
+    )?;
+    for r in rows {
+        let p = &r.store;
+        let mib = if p.bytes > 0 {
+            format!("{:.1}", p.mib_per_sec())
+        } else {
+            "-".into()
+        };
+        let vs = ratio(r).map_or("-".to_owned(), |x| format!("{x:.2}x"));
+        writeln!(
+            stdout,
+            "{:<16} {:>6} {:>10} {:>10.0} {:>10} {:>10} {:>9}",
+            p.name,
+            p.ops,
+            mib,
+            p.ops_per_sec(),
+            fmt_duration(p.quantile(0.5)),
+            fmt_duration(p.quantile(0.99)),
+            vs
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! What every command shares: finding the configuration, opening the store, output
+//! modes, and turning errors into one line and an exit code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use blockstore::{Backend, BlockStore, Config, Error, ErrorKind};
+
+/// The store or the system failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Bad arguments, key, range or configuration.
+pub const EXIT_INVALID: u8 = 2;
+/// No such block, or no store where the configuration points.
+pub const EXIT_NOT_FOUND: u8 = 3;
+
+/// How results are printed.
+pub struct Output {
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a line of human-readable information, unless quiet or JSON.
+    pub fn info(&self, line: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    /// Whether progress bars may be drawn.
+    pub fn progress(&self) -> bool {
+        !self.quiet && !self.json
+    }
+}
+
+/// A failed command: the line for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_INVALID,
+            message: message.into(),
+        }
+    }
+
+    pub fn io(what: &str, e: std::io::Error) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// `{command} {key}: {what went wrong}`, with the code for the error's kind.
+    pub fn store(command: &str, key: &str, e: &Error) -> Failure {
+        let code = match e.kind() {
+            ErrorKind::NotFound => EXIT_NOT_FOUND,
+            ErrorKind::InvalidKey
+            | ErrorKind::InvalidRange
+            | ErrorKind::BlockTooLarge
+            | ErrorKind::Config => EXIT_INVALID,
+            _ => EXIT_FAILURE,
+        };
+        let mut message = if key.is_empty() {
+            format!("{command}: {}", e.kind())
+        } else {
+            format!("{command} {key}: {}", e.kind())
+        };
+        if let Some(detail) = e.detail() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        if let Some(source) = std::error::Error::source(e) {
+            message.push_str(&format!(" ({source})"));
+        }
+        Failure { code, message }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::io("output", e)
+    }
+}
+
+/// The default store: the filesystem backend in `./blockstore-data`.
+pub const DEFAULT_DIR: &str = "blockstore-data";
+
+/// The configuration: `--config`, else `$BLOCKSTORE_CONFIG`, else the default store.
+pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    let path: Option<PathBuf> = path.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("BLOCKSTORE_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    match path {
+        Some(path) => Config::load(&path).map_err(|e| Failure {
+            code: EXIT_INVALID,
+            message: format!("config {}", e.to_string().trim_start_matches("config ")),
+        }),
+        None => Ok(Config::filesystem(DEFAULT_DIR)),
+    }
+}
+
+/// Opens the configured store. With `create = false` a filesystem store that does not
+/// exist is reported as "no store there" instead of being created.
+pub fn open(config: &Config, create: bool) -> Result<Arc<dyn BlockStore>, Failure> {
+    let mut config = config.clone();
+    if let (false, Backend::Filesystem, Some(fs)) = (
+        create,
+        config.block_store.backend,
+        config.block_store.filesystem.as_mut(),
+    ) {
+        if !fs.base_path.exists() {
+            return Err(Failure {
+                code: EXIT_NOT_FOUND,
+                message: format!("no store at {}", fs.base_path.display()),
+            });
+        }
+        fs.create_dir = false;
+    }
+    blockstore::open(&config).map_err(|e| Failure::store("open", "", &e))
+}
+
+/// Loads the configuration and opens its store.
+pub fn open_store(path: Option<&Path>, create: bool) -> Result<Arc<dyn BlockStore>, Failure> {
+    open(&load_config(path)?, create)
+}
+
+/// Parses sizes such as `4096`, `64K`, `1M`, `4MiB`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: usize = number.parse().map_err(|_| format!("not a size: {text}"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        other => return Err(format!("unknown size unit {other:?} in {text}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size too large: {text}"))
+}
+
+/// A byte count for people: `4.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,89 @@
+//! `blockstore`: look inside a block store from a shell, move it, and measure it.
+
+mod bench;
+mod common;
+mod copy;
+mod get;
+mod health;
+mod ls;
+mod put;
+mod rm;
+mod stat;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the store or the system failed (I/O, network, unhealthy store)
+  2  invalid input: bad arguments, key, range or configuration
+  3  not found: no such block, or no store at the configured path
+
+Configuration: --config FILE, else $BLOCKSTORE_CONFIG, else the filesystem store in
+./blockstore-data. Commands that only read never create a store.";
+
+/// Inspect, copy and benchmark a block store.
+#[derive(Parser, Debug)]
+#[command(name = "blockstore", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// The store's TOML configuration (default: $BLOCKSTORE_CONFIG, else ./blockstore-data).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print nothing but results and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a block from FILE (or standard input).
+    Put(put::Args),
+    /// Write a block (or a range of it) to standard output or a file.
+    Get(get::Args),
+    /// Print a block's size in bytes.
+    Stat(stat::Args),
+    /// List the keys under a prefix.
+    Ls(ls::Args),
+    /// Delete blocks, or every block under a prefix.
+    Rm(rm::Args),
+    /// Check that the store can serve reads and writes.
+    Health,
+    /// Copy every block under a prefix to another store.
+    Copy(copy::Args),
+    /// Measure the store's throughput and latency under a temporary prefix.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = common::Output {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Put(args) => put::run(config, &out, args),
+        Command::Get(args) => get::run(config, &out, args),
+        Command::Stat(args) => stat::run(config, &out, args),
+        Command::Ls(args) => ls::run(config, &out, args),
+        Command::Rm(args) => rm::run(config, &out, args),
+        Command::Health => health::run(config, &out),
+        Command::Copy(args) => copy::run(config, &out, args),
+        Command::Bench(args) => bench::run(config, &out, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("blockstore: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
