@@ -1041,6 +1041,11 @@ impl BlockStore for Pool {
         self.call(OpKind::Size, move |s| s.block_size(&key))
     }
 
+    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
+        let key = key.to_owned();
+        self.call(OpKind::Size, move |s| s.content_md5(&key))
+    }
+
     fn delete_block(&self, key: &str) -> Result<()> {
         let key = key.to_owned();
         self.call(OpKind::Delete, move |s| s.delete_block(&key))

@@ -45,6 +45,15 @@ pub trait BlockStore: Send + Sync {
     /// Returns the size of the block in bytes, without reading it.
     fn block_size(&self, key: &str) -> Result<u64>;
 
+    /// The MD5 digest of the block's content when the backend knows it without reading
+    /// the block (S3: the ETag of a single-part upload), `None` when it does not. Lets a
+    /// copy skip identical blocks cheaply. NotFound if the block is absent and the
+    /// backend looked.
+    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Removes the block; succeeds when it is already absent.
     fn delete_block(&self, key: &str) -> Result<()>;
 

@@ -399,3 +399,18 @@ fn stress_mixed_operations_lose_nothing() {
     );
     assert!(temp_files(dir.path()).is_empty());
 }
+
+#[test]
+fn health_reports_a_missing_or_replaced_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("store");
+    let store = open(&base);
+    store.health_check().unwrap();
+    std::fs::remove_dir_all(&base).unwrap();
+    let e = store.health_check().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
+    std::fs::create_dir(&base).unwrap();
+    let e = store.health_check().unwrap_err();
+    assert!(e.to_string().contains("replaced"), "{e}");
+}

@@ -333,6 +333,29 @@ fn works_inside_a_tokio_runtime_and_drops_there() {
 }
 
 #[test]
+fn content_md5_is_the_etag_of_the_object() {
+    use md5::Digest;
+    let c = config();
+    let _cleanup = Cleanup(c.clone());
+    let store = S3Store::open(c).unwrap();
+    for len in [0usize, 1, 5000, 1 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
+        store.write_block("md5/k", &data).unwrap();
+        let expect: [u8; 16] = md5::Md5::digest(&data).into();
+        assert_eq!(
+            store.content_md5("md5/k").unwrap(),
+            Some(expect),
+            "{len} bytes"
+        );
+    }
+    assert_eq!(
+        kind(store.content_md5("md5/absent")),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(kind(store.content_md5("a//b")), Some(ErrorKind::InvalidKey));
+}
+
+#[test]
 fn key_prefix_is_applied_and_stripped() {
     let c = config();
     let _cleanup = Cleanup(c.clone());

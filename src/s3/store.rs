@@ -243,6 +243,28 @@ impl S3Store {
         Ok((deleted, failed))
     }
 
+    /// HEAD of a block; a 404 is NotFound when the bucket exists, else Config.
+    fn head(&self, op: &'static str, key: &str) -> Result<s3::serde_types::HeadObjectResult> {
+        let full = self.object_key(op, key)?;
+        let bucket = self.bucket();
+        let policy = self.policy;
+        let head = self.client.run(op, async move {
+            policy.run(|| bucket.head_object(full.clone())).await
+        })?;
+        match head {
+            Ok((head, _)) => Ok(head),
+            // A HEAD reply has no body: a missing bucket looks like a missing key.
+            Err(f) if f.status() == Some(404) => {
+                if self.bucket_missing(op, key)? {
+                    Err(Self::missing_bucket(op, key))
+                } else {
+                    Err(Error::new(ErrorKind::NotFound, op).with_key(key))
+                }
+            }
+            Err(f) => Err(f.into_error(op, key, false)),
+        }
+    }
+
     fn delete_one(&self, op: &'static str, key: &str) -> Result<()> {
         let full = self.object_key(op, key)?;
         let bucket = self.bucket();
@@ -345,31 +367,34 @@ impl BlockStore for S3Store {
     fn block_size(&self, key: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::SIZE)?;
         check_key(op::SIZE, key)?;
-        let full = self.object_key(op::SIZE, key)?;
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let head = self.client.run(op::SIZE, async move {
-            policy.run(|| bucket.head_object(full.clone())).await
-        })?;
-        match head {
-            Ok((head, _)) => head
-                .content_length
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| {
-                    Error::new(ErrorKind::Backend, op::SIZE)
-                        .with_key(key)
-                        .with_detail("no Content-Length in the reply")
-                }),
-            // A HEAD reply has no body: a missing bucket looks like a missing key.
-            Err(f) if f.status() == Some(404) => {
-                if self.bucket_missing(op::SIZE, key)? {
-                    Err(Self::missing_bucket(op::SIZE, key))
-                } else {
-                    Err(Error::new(ErrorKind::NotFound, op::SIZE).with_key(key))
-                }
-            }
-            Err(f) => Err(f.into_error(op::SIZE, key, false)),
+        self.head(op::SIZE, key)?
+            .content_length
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Backend, op::SIZE)
+                    .with_key(key)
+                    .with_detail("no Content-Length in the reply")
+            })
+    }
+
+    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
+        let _pass = self.gate.enter(op::SIZE)?;
+        check_key(op::SIZE, key)?;
+        // A single-part upload's ETag is the MD5 of its content, in hex and quotes; a
+        // multipart ETag ends in `-N` and is not.
+        let etag = self.head(op::SIZE, key)?.e_tag.unwrap_or_default();
+        let hex = etag.trim_matches('"');
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
         }
+        let mut md5 = [0u8; 16];
+        for (i, byte) in md5.iter_mut().enumerate() {
+            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
+                Ok(b) => *byte = b,
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(md5))
     }
 
     fn delete_block(&self, key: &str) -> Result<()> {
