@@ -70,7 +70,7 @@ impl Config {
             let path = e.path().to_string();
             toml_error(text, e.inner(), &path)
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| with_line(text, e))?;
         Ok(config)
     }
 
@@ -131,6 +131,44 @@ impl Config {
             _ => Ok(()),
         }
     }
+}
+
+/// Adds the line of the key a validation error names (or, for a missing section, of
+/// the `type` that asks for it), so every Config error points into the file.
+fn with_line(text: &str, e: Error) -> Error {
+    let key = e.key().unwrap_or_default().to_owned();
+    let Some(line) = line_of(text, &key).or_else(|| line_of(text, "block_store.type")) else {
+        return e;
+    };
+    let detail = e.detail().unwrap_or_default();
+    config_error(&key, &format!("line {line}: {detail}"))
+}
+
+/// The line where `path` (`table.key`, or a table) is written, for plain TOML layouts:
+/// `[table]` headers followed by `key = value` lines.
+fn line_of(text: &str, path: &str) -> Option<usize> {
+    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = header.trim().to_owned();
+            if current == path {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let name = line
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"');
+        if current == table && line.contains('=') && name == key {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// A TOML or schema error as one line: the key, the line, and what is wrong.
@@ -277,6 +315,19 @@ mod tests {
         // Opening an S3 store contacts nobody, so this works without a server.
         let s3 = open(&c).unwrap();
         s3.close().unwrap();
+    }
+
+    #[test]
+    fn validation_errors_name_the_line() {
+        let e = err("[block_store]\ntype = \"memory\"\n\n[block_store.filesystem]\nbase_path = \"/x\"\ndir_mode = 0o70000\n");
+        assert!(
+            e.contains("block_store.filesystem.dir_mode") && e.contains("line 6"),
+            "{e}"
+        );
+        let e = err("[block_store]\ntype = \"s3\"\n[block_store.filesystem]\nbase_path = \"x\"\n");
+        assert!(e.contains("block_store.s3") && e.contains("line 2"), "{e}");
+        let e = err("[block_store]\ntype = \"memory\"\n[pool]\nworkers = 0\n");
+        assert!(e.contains("pool.workers") && e.contains("line 4"), "{e}");
     }
 
     #[test]

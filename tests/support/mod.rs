@@ -2,6 +2,7 @@
 //! binary, mounts that unmount themselves, and tree inspection.
 #![allow(dead_code)]
 
+pub mod model;
 pub mod proxy;
 pub mod s3;
 
