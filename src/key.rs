@@ -338,6 +338,35 @@ mod tests {
     }
 
     #[test]
+    fn long_or_odd_keys_are_shown_escaped_and_cut_short() {
+        // Short keys are shown as they are, quotes and all.
+        let e = check_key("write", "it's//x").unwrap_err();
+        assert_eq!(e.key(), Some("it's//x"));
+        // Exactly 200 bytes: still shown as is.
+        let at_limit = format!("'{}//", "k".repeat(197));
+        assert_eq!(at_limit.len(), 200);
+        assert_eq!(
+            check_key("write", &at_limit).unwrap_err().key(),
+            Some(at_limit.as_str())
+        );
+        // Longer keys are cut at 200 bytes, on a character boundary, and marked.
+        let long = format!("a{}//", "é".repeat(150));
+        let shown = check_key("write", &long)
+            .unwrap_err()
+            .key()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            shown,
+            format!("a{}...", "é".repeat(99)),
+            "cut at byte 199, the last boundary"
+        );
+        // Control characters are escaped, so the message stays on one line.
+        let e = check_key("read", "a\nb").unwrap_err();
+        assert_eq!(e.to_string(), "read a\\nb: invalid key: has a control character, U+FFFE or U+FFFF (not allowed in XML)");
+    }
+
+    #[test]
     fn block_keys_round_trip() {
         for (id, c, b) in [("x", 0, 0), ("export/p/f", 7, 12), ("a", u64::MAX, 10)] {
             let key = block_key(id, c, b);
