@@ -94,6 +94,36 @@ pub(crate) mod op {
     pub const HEALTH: &str = "health check";
 }
 
+/// The result of a prefix delete: the count, or, if any block could not be deleted, an
+/// error of the first failure's kind that says how many were deleted and names the
+/// first few that failed (never reported as success).
+pub(crate) fn prefix_delete_outcome(
+    prefix: &str,
+    deleted: u64,
+    failed: &[(String, Error)],
+) -> Result<u64> {
+    let Some((_, first)) = failed.first() else {
+        return Ok(deleted);
+    };
+    let names: Vec<String> = failed
+        .iter()
+        .take(5)
+        .map(|(k, e)| format!("{k} ({})", e.kind()))
+        .collect();
+    let more = if failed.len() > names.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    Err(Error::new(first.kind(), op::DELETE_PREFIX)
+        .with_key(prefix)
+        .with_detail(format!(
+            "deleted {deleted}, failed {}: {}{more}",
+            failed.len(),
+            names.join(", ")
+        )))
+}
+
 /// Refuses a block larger than [`BLOCK_SIZE`].
 pub(crate) fn check_block_len(key: &str, len: usize) -> Result<()> {
     if len > BLOCK_SIZE {
@@ -160,6 +190,30 @@ mod tests {
         assert_eq!(
             clamp_range("k", 10, u64::MAX, u64::MAX).unwrap_err().kind(),
             ErrorKind::InvalidRange
+        );
+    }
+
+    #[test]
+    fn prefix_delete_outcome_names_the_failures() {
+        assert_eq!(prefix_delete_outcome("p/", 3, &[]).unwrap(), 3);
+        let failed: Vec<(String, Error)> = (0..7)
+            .map(|i| {
+                (
+                    format!("p/{i}"),
+                    Error::new(ErrorKind::PermissionDenied, op::DELETE),
+                )
+            })
+            .collect();
+        let e = prefix_delete_outcome("p/", 2, &failed).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        let text = e.to_string();
+        assert!(
+            text.contains("deleted 2, failed 7: p/0 (permission denied)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p/4") && !text.contains("p/5") && text.ends_with(", ..."),
+            "{text}"
         );
     }
 

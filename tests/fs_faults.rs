@@ -118,6 +118,15 @@ fn read_only_mount_is_read_only_and_leaves_no_trace() {
     assert_eq!(e.kind(), ErrorKind::ReadOnly, "{e}");
     assert_eq!(kind(store.delete_block("r/k")), Some(ErrorKind::ReadOnly));
     assert_eq!(kind(store.health_check()), Some(ErrorKind::ReadOnly));
+    // A prefix delete that removes nothing is an error naming what failed, never Ok(0).
+    let e = store.delete_by_prefix("r/").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ReadOnly, "{e}");
+    assert!(
+        e.to_string()
+            .contains("deleted 0, failed 1: r/k (read-only storage)"),
+        "{e}"
+    );
+    assert_eq!(store.read_block("r/k").unwrap(), b"before");
 }
 
 /// Runs as uid 65534 against a store owned by root with mode 0o755.

@@ -14,8 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
 use crate::key::{check_key, check_prefix};
 use crate::store::{
-    check_block_len, check_range_len, clamp_range, offset_past_end, op, BlockRef, BlockStore,
-    BLOCK_SIZE,
+    check_block_len, check_range_len, clamp_range, offset_past_end, op, prefix_delete_outcome,
+    BlockRef, BlockStore, BLOCK_SIZE,
 };
 
 use super::config::FsConfig;
@@ -578,28 +578,7 @@ impl BlockStore for FsStore {
                 Err(e) => failed.push((block.key, e)),
             }
         }
-        match failed.first() {
-            None => Ok(removed),
-            Some((_, first)) => {
-                let names: Vec<String> = failed
-                    .iter()
-                    .take(5)
-                    .map(|(k, e)| format!("{k} ({})", e.kind()))
-                    .collect();
-                Err(Error::new(first.kind(), op::DELETE_PREFIX)
-                    .with_key(prefix)
-                    .with_detail(format!(
-                        "deleted {removed}, failed {}: {}{}",
-                        failed.len(),
-                        names.join(", "),
-                        if failed.len() > names.len() {
-                            ", ..."
-                        } else {
-                            ""
-                        }
-                    )))
-            }
-        }
+        prefix_delete_outcome(prefix, removed, &failed)
     }
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {

@@ -11,7 +11,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
 use crate::key::{check_key, check_prefix, validate_key, MAX_KEY_LEN};
 use crate::store::{
-    check_block_len, check_range_len, clamp_range, op, BlockRef, BlockStore, BLOCK_SIZE,
+    check_block_len, check_range_len, clamp_range, op, prefix_delete_outcome, BlockRef, BlockStore,
+    BLOCK_SIZE,
 };
 
 use super::client::Client;
@@ -414,28 +415,7 @@ impl BlockStore for S3Store {
             failed.extend(errors);
             Ok(())
         })?;
-        match failed.first() {
-            None => Ok(deleted),
-            Some((_, first)) => {
-                let names: Vec<String> = failed
-                    .iter()
-                    .take(5)
-                    .map(|(k, e)| format!("{k} ({})", e.kind()))
-                    .collect();
-                Err(Error::new(first.kind(), op::DELETE_PREFIX)
-                    .with_key(prefix)
-                    .with_detail(format!(
-                        "deleted {deleted}, failed {}: {}{}",
-                        failed.len(),
-                        names.join(", "),
-                        if failed.len() > names.len() {
-                            ", ..."
-                        } else {
-                            ""
-                        }
-                    )))
-            }
-        }
+        prefix_delete_outcome(prefix, deleted, &failed)
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
