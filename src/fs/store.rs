@@ -181,16 +181,7 @@ impl FsStore {
         match sys::open_dir(self.base(), rel) {
             Ok(fd) => return Ok(Some(fd)),
             Err(Errno::NOENT) => {}
-            Err(e @ (Errno::NOTDIR | Errno::LOOP | Errno::XDEV)) => {
-                return Err(error_as(
-                    ErrorKind::Conflict,
-                    op::WRITE,
-                    key,
-                    e,
-                    "a file or link is in the way",
-                ))
-            }
-            Err(e) => return Err(error(op::WRITE, key, e)),
+            Err(e) => return Err(in_the_way(key, e)),
         }
         let mode = Mode::from_raw_mode(self.config.dir_mode);
         let mut current: Option<OwnedFd> = None;
@@ -217,16 +208,7 @@ impl FsStore {
             ) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => return Ok(None),
-                Err(e @ (Errno::NOTDIR | Errno::LOOP)) => {
-                    return Err(error_as(
-                        ErrorKind::Conflict,
-                        op::WRITE,
-                        key,
-                        e,
-                        "a file or link is in the way",
-                    ))
-                }
-                Err(e) => return Err(error(op::WRITE, key, e)),
+                Err(e) => return Err(in_the_way(key, e)),
             };
             if created {
                 // mkdir honours the umask; the directory gets exactly `dir_mode`.
@@ -425,6 +407,20 @@ impl FsStore {
             }
             e => error(op, key, e),
         }
+    }
+}
+
+/// A failed lookup of a write's parent: a file or a link on the path is a Conflict.
+fn in_the_way(key: &str, e: Errno) -> Error {
+    match e {
+        Errno::NOTDIR | Errno::LOOP | Errno::XDEV => error_as(
+            ErrorKind::Conflict,
+            op::WRITE,
+            key,
+            e,
+            "a file or link is in the way",
+        ),
+        e => error(op::WRITE, key, e),
     }
 }
 
