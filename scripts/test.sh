@@ -5,7 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v moto_server >/dev/null 2>&1 && [ ! -x .venv/bin/moto_server ]; then
   echo "scripts/test.sh: installing moto[server] into .venv for the S3 tests"
-  python3 -m venv .venv
+  if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian's system Python keeps venv in a separate package.
+    rm -rf .venv
+    if command -v apt-get >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv .venv
+  fi
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 exec cargo test "$@"
