@@ -161,3 +161,15 @@ impl BlockStore for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_md5_is_unknown_without_reading() {
+        let store = MemoryStore::new();
+        store.write_block("k", b"data").unwrap();
+        assert_eq!(store.content_md5("k").unwrap(), None);
+    }
+}

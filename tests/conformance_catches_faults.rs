@@ -9,6 +9,9 @@ use blockstore::{BlockRef, BlockStore, Error, ErrorKind, MemoryStore, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
+    /// No fault: the control. The wrapper relies on the trait's default bodies
+    /// (`read_block_range_into`, `list_by_prefix`, `content_md5`), which must pass too.
+    None,
     /// Listings come back in insertion-independent but unsorted (reversed) order.
     UnsortedListing,
     /// Listings are ordered segment by segment, as a naive depth-first directory walk.
@@ -123,6 +126,11 @@ fn assert_caught(fault: Fault, must_include: &[&str]) {
 // One test, so the panic hook swap never races with another test's panic output.
 #[test]
 fn broken_stores_fail_the_suite() {
+    assert_eq!(
+        failing_cases(Fault::None),
+        Vec::<&str>::new(),
+        "a correct wrapper fails the suite"
+    );
     assert_caught(
         Fault::UnsortedListing,
         &["prefix_semantics_and_order", "sizes_and_list_blocks"],
