@@ -215,6 +215,13 @@ mod tests {
             text.contains("p/4") && !text.contains("p/5") && text.ends_with(", ..."),
             "{text}"
         );
+        // Every failure named: no ellipsis.
+        let e = prefix_delete_outcome("p/", 0, &failed[..2]).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("failed 2: p/0 (permission denied), p/1 (permission denied)"),
+            "{e}"
+        );
     }
 
     #[test]
