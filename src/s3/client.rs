@@ -6,6 +6,7 @@
 //! waits on a channel.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use s3::creds::Credentials;
@@ -19,7 +20,8 @@ use super::config::S3Config;
 
 /// The bucket handle and the runtime that drives it.
 pub(crate) struct Client {
-    pub(crate) bucket: Box<Bucket>,
+    /// Shared by every request's future: cloning it is one reference count.
+    pub(crate) bucket: Arc<Bucket>,
     runtime: Option<Runtime>,
     /// The process that built the runtime: its threads do not survive `fork()`.
     pid: u32,
@@ -95,7 +97,7 @@ impl Client {
                     .with_source(e)
             })?;
         Ok(Client {
-            bucket,
+            bucket: Arc::from(bucket),
             runtime: Some(runtime),
             pid: std::process::id(),
         })

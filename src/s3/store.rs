@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use s3::serde_types::ObjectIdentifier;
@@ -108,8 +109,9 @@ impl S3Store {
         Ok(full)
     }
 
-    fn bucket(&self) -> Bucket {
-        (*self.client.bucket).clone()
+    /// The bucket handle for a request's future, which must own what it uses.
+    fn bucket(&self) -> Arc<Bucket> {
+        self.client.bucket.clone()
     }
 
     /// Whether the bucket exists (to tell a missing key from a missing bucket after a
