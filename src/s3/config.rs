@@ -51,6 +51,12 @@ pub struct S3Config {
     /// Time limit of a whole call, retries included, in seconds. Default 120.
     #[serde(default = "default_operation_deadline")]
     pub operation_deadline_secs: u64,
+    /// Also send `Content-MD5` with every write. Default `false`: the signed SHA-256
+    /// payload hash already lets AWS S3, Ceph RGW and MinIO refuse a body damaged on the
+    /// way. Turn it on for a server that checks `Content-MD5` but not payload hashes;
+    /// it costs one more pass over each block.
+    #[serde(default)]
+    pub content_md5: bool,
 }
 
 fn default_region() -> String {
@@ -84,6 +90,7 @@ impl S3Config {
             session_token: String::new(),
             request_timeout_secs: default_request_timeout(),
             operation_deadline_secs: default_operation_deadline(),
+            content_md5: false,
         }
     }
 
@@ -133,6 +140,7 @@ impl fmt::Debug for S3Config {
             .field("session_token", &redact(&self.session_token))
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("operation_deadline_secs", &self.operation_deadline_secs)
+            .field("content_md5", &self.content_md5)
             .finish()
     }
 }

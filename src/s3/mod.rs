@@ -1,6 +1,7 @@
 //! The S3 backend: [`S3Store`], blocks as objects in a bucket, through rust-s3.
 //!
-//! Split by role: `store` (the `BlockStore` implementation), `client` (the bucket handle
+//! Split by role: `store` (the `BlockStore` implementation), `put` (the
+//! writer: PutObject hashed once), `client` (the bucket handle
 //! and the private runtime that drives it for synchronous callers), `retry` (the retry
 //! policy and time limits), `error` (mapping replies and transport failures onto
 //! error kinds, keeping no raw body), `config`.
@@ -8,6 +9,7 @@
 mod client;
 mod config;
 mod error;
+mod put;
 mod retry;
 mod store;
 

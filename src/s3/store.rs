@@ -19,6 +19,7 @@ use crate::store::{
 use super::client::Client;
 use super::config::S3Config;
 use super::error::{Failure, S3Failure};
+use super::put::{put_object, Upload};
 use super::retry::RetryPolicy;
 
 /// Keys per ListObjectsV2 page and per DeleteObjects request (the S3 maximum).
@@ -61,6 +62,8 @@ pub struct S3Store {
     client: Client,
     key_prefix: String,
     policy: RetryPolicy,
+    /// Send `Content-MD5` with writes too.
+    content_md5: bool,
     /// Set once the server answered DeleteObjects with 501: single deletes from then on.
     no_multi_delete: AtomicBool,
     gate: Gate,
@@ -88,6 +91,7 @@ impl S3Store {
                 deadline: Duration::from_secs(config.operation_deadline_secs),
             },
             key_prefix: config.key_prefix,
+            content_md5: config.content_md5,
             no_multi_delete: AtomicBool::new(false),
             gate: Gate::default(),
         })
@@ -289,13 +293,12 @@ impl BlockStore for S3Store {
         let full = self.object_key(op::WRITE, key)?;
         let bucket = self.bucket();
         let policy = self.policy;
-        // The future must own its data ('static): one copy, which rust-s3 makes anyway.
-        let body = data.to_vec();
+        // The future must own its data ('static): one copy, and one hash for all attempts.
+        let upload = Upload::new(data, self.content_md5);
         self.client
             .run(op::WRITE, async move {
-                policy.run(|| bucket.put_object(full.clone(), &body)).await
+                policy.run(|| put_object(&bucket, &full, &upload)).await
             })?
-            .map(|_| ())
             .map_err(|f| f.into_error(op::WRITE, key, true))
     }
 

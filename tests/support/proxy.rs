@@ -21,8 +21,10 @@ pub struct Seen {
     /// Path and query.
     pub target: String,
     /// What the proxy did to it: `None` forwarded cleanly, else the fault's name
-    /// (`"503 SlowDown"`, `"reset"`, `"truncate"`, `"delay"`, `"blackhole"`).
+    /// (`"503 SlowDown"`, `"reset"`, `"truncate"`, `"delay"`, `"blackhole"`, `"corrupt"`).
     pub fault: Option<String>,
+    /// Whether the request carried a `Content-MD5` header.
+    pub content_md5: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +41,8 @@ struct Plan {
     errors: VecDeque<(Option<String>, u16, String)>,
     cuts: VecDeque<Cut>,
     delays: VecDeque<Duration>,
+    /// Request bodies still to corrupt (one byte flipped) on the way to the server.
+    corrupt: usize,
 }
 
 struct Shared {
@@ -132,6 +136,12 @@ impl Proxy {
     /// Holds the next forwarded response back for `delay`.
     pub fn delay_next_response(&self, delay: Duration) {
         self.shared.plan.lock().unwrap().delays.push_back(delay);
+    }
+
+    /// Flips one byte in the body of each of the next `n` requests that have one, on the
+    /// way to the server (a body damaged in transit).
+    pub fn corrupt_next_bodies(&self, n: usize) {
+        self.shared.plan.lock().unwrap().corrupt += n;
     }
 
     /// While on, requests are read and never answered (a hung server).
@@ -256,7 +266,7 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             return;
         };
         if shared.blackhole.load(Ordering::SeqCst) {
-            record(shared, &method, &target, Some("blackhole"));
+            record(shared, &request, &method, &target, Some("blackhole"));
             // Never answer; hold the connection until the client gives up.
             let mut sink = [0u8; 4096];
             while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
@@ -274,7 +284,8 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             }
         };
         if let Some((status, code)) = injected {
-            record(shared, &method, &target, Some(&format!("{status} {code}")));
+            let fault = format!("{status} {code}");
+            record(shared, &request, &method, &target, Some(&fault));
             let token = header(&request, "x-amz-security-token").unwrap_or_default();
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
@@ -296,23 +307,33 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             let _ = upstream.shutdown(Shutdown::Both);
             return;
         }
-        let (cut, delay) = {
+        let (cut, delay, corrupt) = {
             let mut plan = shared.plan.lock().unwrap();
-            (plan.cuts.pop_front(), plan.delays.pop_front())
+            let corrupt = has_body && plan.corrupt > 0;
+            if corrupt {
+                plan.corrupt -= 1;
+            }
+            (plan.cuts.pop_front(), plan.delays.pop_front(), corrupt)
         };
-        let fault = match (cut, delay) {
-            (Some(Cut::Reset(_)), _) => Some("reset"),
-            (Some(Cut::Truncate(_)), _) => Some("truncate"),
-            (None, Some(_)) => Some("delay"),
-            (None, None) => None,
+        let mut request = request;
+        if corrupt {
+            if let Some(last) = request.last_mut() {
+                *last ^= 0x01;
+            }
+        }
+        let fault = match (cut, delay, corrupt) {
+            (Some(Cut::Reset(_)), _, _) => Some("reset"),
+            (Some(Cut::Truncate(_)), _, _) => Some("truncate"),
+            (None, Some(_), _) => Some("delay"),
+            (None, None, true) => Some("corrupt"),
+            (None, None, false) => None,
         };
-        record(shared, &method, &target, fault);
+        record(shared, &request, &method, &target, fault);
         *pending.lock().unwrap() = Pending {
             cut,
             delay,
             sent: 0,
         };
-        let _ = has_body;
         if upstream.write_all(&request).is_err() {
             let _ = client.shutdown(Shutdown::Both);
             return;
@@ -320,11 +341,12 @@ fn serve(mut client: TcpStream, shared: &Shared) {
     }
 }
 
-fn record(shared: &Shared, method: &str, target: &str, fault: Option<&str>) {
+fn record(shared: &Shared, request: &[u8], method: &str, target: &str, fault: Option<&str>) {
     shared.seen.lock().unwrap().push(Seen {
         method: method.to_owned(),
         target: target.to_owned(),
         fault: fault.map(str::to_owned),
+        content_md5: header(request, "content-md5").is_some(),
     });
 }
 
