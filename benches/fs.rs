@@ -5,6 +5,9 @@
 //! - range 4 KiB and 1 MiB at random offsets: open + pread + close.
 //!
 //! The ratio bare time / store time is the store's efficiency (1.0 = no overhead).
+//! Then the shared workloads (`workloads/`) with fsync on.
+
+mod workloads;
 
 use std::fs::File;
 use std::io::Write;
@@ -117,5 +120,24 @@ fn reads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, writes, reads);
+fn shared(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path())).unwrap();
+    // The listing population is written without fsync: set-up, not measured.
+    let mut fast = FsConfig::new(dir.path());
+    fast.fsync = false;
+    let loader = FsStore::open(fast).unwrap();
+    workloads::run_all(
+        c,
+        &workloads::Target {
+            name: "fs",
+            store: &store,
+            loader: &loader,
+            load_threads: 2,
+            samples: 20,
+        },
+    );
+}
+
+criterion_group!(benches, writes, reads, shared);
 criterion_main!(benches);

@@ -1,4 +1,7 @@
-//! MemoryStore against one `memcpy` of the same data, and prefix listing in a large map.
+//! MemoryStore against one `memcpy` of the same data, prefix listing in a large map, and
+//! the shared workloads (`workloads/`).
+
+mod workloads;
 
 use blockstore::{BlockStore, MemoryStore, BLOCK_SIZE};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -38,5 +41,19 @@ fn listing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, copies, listing);
+fn shared(c: &mut Criterion) {
+    let store = MemoryStore::new();
+    workloads::run_all(
+        c,
+        &workloads::Target {
+            name: "memory",
+            store: &store,
+            loader: &store,
+            load_threads: 1,
+            samples: 50,
+        },
+    );
+}
+
+criterion_group!(benches, copies, listing, shared);
 criterion_main!(benches);

@@ -2,13 +2,16 @@
 //! - latency one call through the pool adds over calling the memory store directly,
 //!   next to a bare crossbeam-channel round trip to a worker thread;
 //! - throughput with 1, 4, 16 and 64 workers over a store whose every call sleeps 5 ms
-//!   (linear scaling: a batch of 4 × workers calls takes 20 ms).
+//!   (linear scaling: a batch of 4 × workers calls takes 20 ms);
+//! - the shared workloads (`workloads/`) through a 16-worker pool over `FsStore`.
+
+mod workloads;
 
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use blockstore::{BlockRef, BlockStore, MemoryStore, Pool, PoolConfig, Result};
+use blockstore::{BlockRef, BlockStore, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, Result};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_channel::{bounded, Sender};
 
@@ -120,5 +123,31 @@ fn scaling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, latency, scaling);
+fn shared(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FsStore::open(FsConfig::new(dir.path())).unwrap());
+    let pool = Pool::new(
+        fs,
+        PoolConfig {
+            workers: 16,
+            queue_capacity: 256,
+        },
+    )
+    .unwrap();
+    let mut fast = FsConfig::new(dir.path());
+    fast.fsync = false;
+    let loader = FsStore::open(fast).unwrap();
+    workloads::run_all(
+        c,
+        &workloads::Target {
+            name: "pool_fs",
+            store: &pool,
+            loader: &loader,
+            load_threads: 2,
+            samples: 20,
+        },
+    );
+}
+
+criterion_group!(benches, latency, scaling, shared);
 criterion_main!(benches);
