@@ -361,6 +361,59 @@ fn a_body_damaged_in_transit_is_refused_and_the_old_block_kept() {
     }
 }
 
+/// Threads of this process named `blockstore-s3` (the store's runtime workers).
+fn runtime_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "blockstore-s3")
+        .count()
+}
+
+/// Run alone in a child process (no other store's threads around): dropping a store
+/// shuts its runtime down, so no worker thread outlives it.
+#[test]
+fn dropping_the_store_stops_its_runtime_threads() {
+    if support::child_role().as_deref() == Some("runtime-threads") {
+        assert_eq!(runtime_threads(), 0);
+        // Opening contacts nobody: no server is needed.
+        let mut c = S3Config::new("b");
+        c.endpoint = "http://127.0.0.1:9".into();
+        let store = S3Store::open(c).unwrap();
+        let started = Instant::now();
+        while runtime_threads() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{} runtime threads",
+                runtime_threads()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(store);
+        let started = Instant::now();
+        while runtime_threads() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "runtime threads outlive the store"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return;
+    }
+    let out = support::child_command(
+        "dropping_the_store_stops_its_runtime_threads",
+        "runtime-threads",
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn content_md5_is_the_etag_of_the_object() {
     use md5::Digest;

@@ -144,3 +144,24 @@ impl Drop for Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_keys_win_over_the_environment() {
+        let mut config = S3Config::new("b");
+        config.access_key_id = "AKIDCONFIGURED".into();
+        config.secret_access_key = "configured-secret".into();
+        let creds = credentials(&config).unwrap();
+        assert_eq!(creds.access_key.as_deref(), Some("AKIDCONFIGURED"));
+        assert_eq!(creds.secret_key.as_deref(), Some("configured-secret"));
+
+        config.secret_access_key.clear();
+        if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
+            let e = credentials(&config).unwrap_err();
+            assert!(e.to_string().contains("secret_access_key"), "{e}");
+        }
+    }
+}

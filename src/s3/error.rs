@@ -48,13 +48,9 @@ impl S3Failure {
     /// Parses an error reply's body, keeping only its code and message.
     pub(crate) fn parse(status: u16, body: &str) -> S3Failure {
         let parsed: ErrorBody = quick_xml::de::from_str(body).unwrap_or_default();
-        let mut message: String = parsed
-            .message
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
-        if message.len() < parsed.message.len() {
+        let mut shown = parsed.message.chars().filter(|c| !c.is_control());
+        let mut message: String = shown.by_ref().take(200).collect();
+        if shown.next().is_some() {
             message.push_str("...");
         }
         S3Failure {
@@ -220,6 +216,91 @@ mod tests {
     }
 
     #[test]
+    fn messages_lose_control_characters_and_are_cut_at_200() {
+        let parse = |message: &str| {
+            let body = format!("<Error><Code>SlowDown</Code><Message>{message}</Message></Error>");
+            S3Failure::parse(503, &body)
+        };
+        let f = parse("Please\treduce\u{7}your rate");
+        assert_eq!(f.message, "Pleasereduceyour rate");
+        assert_eq!(f.code, "SlowDown");
+        assert_eq!(parse(&"m".repeat(200)).message, "m".repeat(200));
+        assert_eq!(
+            parse(&"m".repeat(201)).message,
+            format!("{}...", "m".repeat(200))
+        );
+        assert_eq!(S3Failure::parse(502, "not xml").code, "");
+    }
+
+    #[test]
+    fn display_shows_what_the_reply_had() {
+        let f = |status, code: &str, message: &str| {
+            S3Failure {
+                status,
+                code: code.into(),
+                message: message.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(f(502, "", ""), "HTTP 502");
+        assert_eq!(f(503, "SlowDown", ""), "HTTP 503 SlowDown");
+        assert_eq!(f(503, "SlowDown", "reduce"), "HTTP 503 SlowDown: reduce");
+        assert_eq!(f(500, "", "oops"), "HTTP 500: oops");
+    }
+
+    #[test]
+    fn io_timeouts_and_other_io_errors() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let timed_out = Failure::from_s3(S3Error::Io(IoError::new(Io::TimedOut, "slow")));
+        assert!(matches!(timed_out, Failure::TimedOut), "{timed_out:?}");
+        let reset = Failure::from_s3(S3Error::Io(IoError::new(Io::ConnectionReset, "rst")));
+        assert!(
+            matches!(&reset, Failure::Transport(m) if m.contains("rst")),
+            "{reset:?}"
+        );
+    }
+
+    #[test]
+    fn details_name_the_cause() {
+        let reply = |status, code: &str, writes| {
+            Failure::Reply(S3Failure {
+                status,
+                code: code.into(),
+                message: String::new(),
+            })
+            .into_error("write", "k", writes)
+            .to_string()
+        };
+        assert!(reply(404, "NoSuchBucket", false).contains("the bucket does not exist"));
+        assert!(!reply(404, "NoSuchKey", false).contains("the bucket does not exist"));
+        assert!(reply(403, "AccessDenied", false).contains("check the credentials"));
+        assert!(!reply(500, "InternalError", false).contains("check the credentials"));
+        let timeout = reply(400, "RequestTimeout", true);
+        assert!(timeout.contains("the server timed out"), "{timeout}");
+        assert!(timeout.contains("outcome is unknown"), "{timeout}");
+        assert!(!reply(400, "RequestTimeout", false).contains("outcome is unknown"));
+        assert!(!reply(503, "SlowDown", true).contains("the server timed out"));
+    }
+
+    #[test]
+    fn chain_joins_every_source() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("request failed")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(chain(&e), "request failed: connection reset");
+    }
+
+    #[test]
     fn retry_rules() {
         let reply = |status, code: &str| {
             Failure::Reply(S3Failure {
@@ -271,6 +352,11 @@ mod tests {
         assert_eq!(kind(416, "InvalidRange"), ErrorKind::InvalidRange);
         assert_eq!(kind(503, "SlowDown"), ErrorKind::Unavailable);
         assert_eq!(kind(501, "NotImplemented"), ErrorKind::Backend);
+        assert_eq!(kind(429, ""), ErrorKind::Busy);
+        assert_eq!(kind(408, ""), ErrorKind::Timeout);
+        assert_eq!(kind(400, "RequestTimeout"), ErrorKind::Timeout);
+        assert_eq!(kind(400, "InvalidArgument"), ErrorKind::Backend);
+        assert_eq!(kind(403, "AccessDenied"), ErrorKind::PermissionDenied);
         let e = Failure::TimedOut.into_error("write", "k", true);
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(e.to_string().contains("outcome is unknown"), "{e}");

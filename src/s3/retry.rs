@@ -75,6 +75,67 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// A retryable failure whose next wait would end past the deadline is returned at
+    /// once, as itself: the call never sleeps beyond its deadline.
+    #[test]
+    fn a_wait_past_the_deadline_returns_the_last_failure() {
+        let policy = RetryPolicy {
+            max_retries: 100,
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_millis(200),
+        };
+        let mut attempts = 0;
+        let started = std::time::Instant::now();
+        let result: Result<(), Failure> = runtime().block_on(policy.run(|| {
+            attempts += 1;
+            async { Err(S3Error::HttpFailWithBody(503, String::new())) }
+        }));
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&result, Err(Failure::Reply(r)) if r.status == 503),
+            "{result:?}"
+        );
+        assert!(elapsed < Duration::from_millis(200), "{elapsed:?}");
+        // Waits of 25-50, 50-100 and 100-200 ms: at most three fit in 200 ms.
+        assert!((2..=4).contains(&attempts), "{attempts} attempts");
+    }
+
+    #[test]
+    fn retries_stop_at_max_retries_and_success_ends_the_loop() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+        };
+        let mut attempts = 0;
+        let result: Result<(), Failure> = runtime().block_on(policy.run(|| {
+            attempts += 1;
+            async { Err(S3Error::HttpFailWithBody(500, String::new())) }
+        }));
+        assert!(result.is_err());
+        assert_eq!(attempts, 3);
+        let mut attempts = 0;
+        let result = runtime().block_on(policy.run(|| {
+            attempts += 1;
+            let n = attempts;
+            async move {
+                if n < 2 {
+                    Err(S3Error::HttpFailWithBody(503, String::new()))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(result.unwrap(), 2);
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {
         for n in 1..40 {
