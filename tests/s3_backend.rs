@@ -291,6 +291,29 @@ fn missing_bucket_is_a_config_error_everywhere() {
     }
 }
 
+/// A HEAD 404 has no body, so the store lists the bucket to tell a missing key from a
+/// missing bucket. Only `NoSuchBucket` on that listing means the bucket is gone; any
+/// other 404 there is a server failure, not a configuration error.
+#[test]
+fn only_no_such_bucket_makes_a_head_404_a_config_error() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    assert_eq!(
+        kind(store.block_size("absent/k")),
+        Some(ErrorKind::NotFound)
+    );
+    proxy.fail_next_method("GET", 1, 404, "NoSuchUpload");
+    assert_eq!(kind(store.block_size("absent/k")), Some(ErrorKind::Backend));
+    let seen = proxy.take_seen();
+    assert_eq!(
+        seen.iter().map(|s| s.method.as_str()).collect::<Vec<_>>(),
+        ["HEAD", "GET", "HEAD", "GET"],
+        "{seen:?}"
+    );
+    proxy.fail_next_method("GET", 1, 404, "NoSuchBucket");
+    assert_eq!(kind(store.block_size("absent/k")), Some(ErrorKind::Config));
+}
+
 #[test]
 fn health_tells_unreachable_and_denied_apart() {
     // Nothing listens on a port we just closed.
@@ -359,6 +382,32 @@ fn a_body_damaged_in_transit_is_refused_and_the_old_block_kept() {
         assert!(!err.is_retryable(), "{err}");
         assert_eq!(store.read_block("dmg/k").unwrap(), b"old value");
     }
+}
+
+/// More keys than one ListObjectsV2 page or one DeleteObjects request holds (1,000):
+/// listing follows the continuation, and a prefix delete counts every key.
+#[test]
+fn listing_and_prefix_deletes_cross_the_1000_key_pages() {
+    let c = config();
+    let _cleanup = Cleanup(c.clone());
+    let store = S3Store::open(c).unwrap();
+    let n = 1005;
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let store = &store;
+            s.spawn(move || {
+                for i in (t..n).step_by(8) {
+                    store.write_block(&format!("pages/k{i:05}"), b"x").unwrap();
+                }
+            });
+        }
+    });
+    store.write_block("pagesx", b"outside").unwrap();
+    let listed = store.list_by_prefix("pages/").unwrap();
+    let expect: Vec<String> = (0..n).map(|i| format!("pages/k{i:05}")).collect();
+    assert_eq!(listed, expect);
+    assert_eq!(store.delete_by_prefix("pages/").unwrap(), n as u64);
+    assert_eq!(store.list_by_prefix("pages").unwrap(), vec!["pagesx"]);
 }
 
 /// Threads of this process named `blockstore-s3` (the store's runtime workers).
