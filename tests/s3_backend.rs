@@ -201,6 +201,143 @@ fn delete_objects_501_falls_back_to_single_deletes() {
     assert!(proxy.take_seen().iter().all(|s| s.method != "POST"));
 }
 
+fn methods(seen: &[Seen]) -> Vec<&str> {
+    seen.iter().map(|s| s.method.as_str()).collect()
+}
+
+/// DeleteObjects can fail key by key inside a 200 reply: the other keys count as
+/// deleted, and the error names each failure with its kind.
+#[test]
+fn delete_objects_per_key_errors_are_reported_and_counted() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, cleanup) = via(&proxy, |_| {});
+    let p = cleanup.0.key_prefix.clone();
+    for i in 0..3 {
+        store.write_block(&format!("d/{i}"), b"x").unwrap();
+    }
+    proxy.take_seen();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>\
+         <Deleted><Key>{p}d/0</Key></Deleted>\
+         <Error><Key>{p}d/1</Key><Code>AccessDenied</Code><Message>no</Message></Error>\
+         <Error><Key>{p}d/2</Key><Code>InternalError</Code><Message>oops</Message></Error>\
+         </DeleteResult>"
+    );
+    proxy.reply_next_method("POST", 200, &["Content-Type: application/xml"], &body);
+    let e = store.delete_by_prefix("d/").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains("deleted 1, failed 2"), "{shown}");
+    assert!(
+        shown.contains("d/1 (") && shown.contains("d/2 ("),
+        "{shown}"
+    );
+    assert_eq!(methods(&proxy.take_seen()), ["GET", "POST"]);
+}
+
+/// Only 501 makes the store give up DeleteObjects; a 403 is the caller's answer.
+#[test]
+fn delete_objects_denied_is_not_a_reason_to_fall_back() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    store.write_block("n/0", b"x").unwrap();
+    proxy.take_seen();
+    proxy.fail_next_method("POST", 1, 403, "AccessDenied");
+    assert_eq!(
+        kind(store.delete_by_prefix("n/")),
+        Some(ErrorKind::PermissionDenied)
+    );
+    assert_eq!(methods(&proxy.take_seen()), ["GET", "POST"]);
+    assert_eq!(store.list_by_prefix("n/").unwrap(), vec!["n/0"]);
+}
+
+/// With single deletes, one refused key does not stop the others; a missing bucket
+/// stops at once.
+#[test]
+fn single_delete_fallback_goes_on_past_failures_but_not_past_a_missing_bucket() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    for i in 0..3 {
+        store.write_block(&format!("f/{i}"), b"x").unwrap();
+    }
+    proxy.take_seen();
+    proxy.fail_next_method("POST", 1, 501, "NotImplemented");
+    proxy.fail_next_method("DELETE", 1, 403, "AccessDenied");
+    let e = store.delete_by_prefix("f/").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("deleted 2, failed 1"), "{e}");
+    assert_eq!(store.list_by_prefix("f/").unwrap(), vec!["f/0"]);
+
+    for i in 1..3 {
+        store.write_block(&format!("f/{i}"), b"x").unwrap();
+    }
+    proxy.take_seen();
+    proxy.fail_next_method("DELETE", 1, 404, "NoSuchBucket");
+    assert_eq!(kind(store.delete_by_prefix("f/")), Some(ErrorKind::Config));
+    assert_eq!(methods(&proxy.take_seen()), ["GET", "DELETE"]);
+}
+
+/// Only a 404 sends a HEAD failure to the bucket check; a 403 is PermissionDenied.
+#[test]
+fn head_failures_other_than_404_keep_their_kind() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    store.write_block("h/k", b"x").unwrap();
+    proxy.take_seen();
+    proxy.fail_next_method("HEAD", 1, 403, "");
+    assert_eq!(
+        kind(store.block_size("h/k")),
+        Some(ErrorKind::PermissionDenied)
+    );
+    assert_eq!(methods(&proxy.take_seen()), ["HEAD"]);
+}
+
+/// A server that ignores `Range` and answers 200 with the whole object: the store
+/// slices out the range. An object larger than any block is refused, not returned.
+#[test]
+fn whole_object_replies_to_ranges_and_oversized_objects() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    store.write_block("g/k", b"0123456789").unwrap();
+    proxy.reply_next_method("GET", 200, &[], "0123456789");
+    assert_eq!(store.read_block_range("g/k", 3, 4).unwrap(), b"3456");
+    proxy.reply_next_method("GET", 200, &[], "0123456789");
+    assert_eq!(store.read_block_range("g/k", 8, 100).unwrap(), b"89");
+    proxy.reply_next_method("GET", 200, &[], "0123456789");
+    assert_eq!(
+        kind(store.read_block_range("g/k", 10, 1)),
+        Some(ErrorKind::InvalidRange)
+    );
+    let huge = "h".repeat(blockstore::BLOCK_SIZE + 1);
+    proxy.reply_next_method("GET", 200, &[], &huge);
+    let e = store.read_block("g/k").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+    assert!(e.to_string().contains("more bytes than BLOCK_SIZE"), "{e}");
+    proxy.reply_next_method("GET", 206, &[], "3456789");
+    let e = store.read_block_range("g/k", 3, 4).unwrap_err();
+    assert!(e.to_string().contains("more bytes than the range"), "{e}");
+    assert_eq!(store.read_block("g/k").unwrap(), b"0123456789");
+}
+
+/// An ETag that is not exactly 32 hex digits (multipart, or another server's scheme)
+/// is no MD5: `content_md5` answers `None` rather than a wrong digest.
+#[test]
+fn content_md5_is_none_unless_the_etag_is_32_hex_digits() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, _cleanup) = via(&proxy, |_| {});
+    store.write_block("e/k", b"x").unwrap();
+    for etag in [
+        "\"0123456789abcdef0123456789abcdef01234567\"",
+        "\"0123456789abcdef0123456789abcdef-2\"",
+        "\"0123456789abcdef0123456789abcdeg\"",
+    ] {
+        let header = format!("ETag: {etag}");
+        proxy.reply_next_method("HEAD", 200, &[&header], "");
+        assert_eq!(store.content_md5("e/k").unwrap(), None, "{etag}");
+    }
+    assert!(store.content_md5("e/k").unwrap().is_some());
+}
+
 #[test]
 fn stalled_server_times_out_within_the_deadline() {
     let proxy = Proxy::start(&server().endpoint);
@@ -265,6 +402,8 @@ fn secrets_never_appear_in_errors_or_debug() {
         assert!(!shown.contains(SECRET), "secret key in {shown}");
         assert!(!shown.contains(TOKEN), "session token in {shown}");
     }
+    let debug = format!("{store:?}");
+    assert!(debug.contains(&server().bucket), "{debug}");
     assert!(
         e.to_string().contains("AccessDenied") && e.to_string().contains("403"),
         "{e}"

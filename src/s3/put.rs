@@ -1,11 +1,10 @@
-//! The writer: PutObject signed with one SHA-256 of the block, sent on the bucket's own
-//! connection pool.
+//! The writer: PutObject signed with one SHA-256 of the block.
 //!
 //! rust-s3's `put_object` copies the body once more and hashes it three times: SHA-256
 //! for the header, SHA-256 again for the signature, and MD5 for `Content-MD5`. On a
 //! 4 MiB block that is about 10 ms of one core per write, which made our PUTs slower
 //! than `object_store`'s. Here the payload hash is computed once per call (not per
-//! attempt), and the request is signed with rust-s3's own SigV4 helpers.
+//! attempt), and the request is signed by `sign`.
 //!
 //! # Integrity
 //!
@@ -18,15 +17,13 @@
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use bytes::Bytes;
-use hmac::Mac;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
-use reqwest::header::{CONTENT_TYPE, HOST};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::Method;
 use s3::error::S3Error;
-use s3::signing;
 use s3::Bucket;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-use url::Url;
+
+use super::sign::{header, signed, success};
 
 /// A block ready to be sent: the body and its digests, shared by every attempt.
 #[derive(Clone)]
@@ -52,97 +49,24 @@ impl Upload {
     }
 }
 
-fn header(value: &str) -> Result<HeaderValue, S3Error> {
-    Ok(HeaderValue::from_str(value)?)
-}
-
-/// The object's URL, encoded exactly as rust-s3 encodes it for reads and deletes.
-fn object_url(bucket: &Bucket, object_key: &str) -> Result<Url, S3Error> {
-    let mut url = bucket.url();
-    url.push('/');
-    url.push_str(&signing::uri_encode(object_key, false));
-    Ok(Url::parse(&url)?)
-}
-
-/// One PutObject attempt; a reply other than 2xx is `HttpFailWithBody`, as rust-s3's
-/// `fail-on-err` reports it for every other request.
+/// One PutObject attempt; a reply other than 2xx is `HttpFailWithBody`.
 pub(crate) async fn put_object(
     bucket: &Bucket,
     object_key: &str,
     upload: &Upload,
 ) -> Result<(), S3Error> {
-    let url = object_url(bucket, object_key)?;
-    let now = OffsetDateTime::now_utc();
-    let region = bucket.region();
-    let host = bucket.host();
-    let authority = host.split('/').next().unwrap_or(&host);
-
-    let mut headers = HeaderMap::with_capacity(8);
-    headers.insert(HOST, header(authority)?);
+    let mut headers = HeaderMap::with_capacity(10);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(upload.body.len()));
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(
-        HeaderName::from_static("x-amz-content-sha256"),
-        header(&upload.sha256)?,
-    );
-    headers.insert(
-        HeaderName::from_static("x-amz-date"),
-        header(&long_date(&now)?)?,
-    );
     if let Some(md5) = &upload.md5 {
         headers.insert(HeaderName::from_static("content-md5"), header(md5)?);
     }
-    let token = match bucket.session_token().await? {
-        Some(token) => Some(token),
-        None => bucket.security_token().await?,
-    };
-    if let Some(token) = token {
-        headers.insert(
-            HeaderName::from_static("x-amz-security-token"),
-            header(&token)?,
-        );
-    }
-    if let (Some(access), Some(secret)) = (bucket.access_key().await?, bucket.secret_key().await?) {
-        let canonical = signing::canonical_request("PUT", &url, &headers, &upload.sha256)?;
-        let to_sign = signing::string_to_sign(&now, &region, &canonical)?;
-        let key = signing::signing_key(&now, &secret, &region, "s3")?;
-        let mut mac = signing::HmacSha256::new_from_slice(&key)?;
-        mac.update(to_sign.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
-        let authorization = signing::authorization_header(
-            &access,
-            &now,
-            &region,
-            &signing::signed_header_string(&headers),
-            &signature,
-        )?;
-        headers.insert(AUTHORIZATION, header(&authorization)?);
-    }
-
-    let mut request = bucket
-        .http_client()
-        .put(url)
-        .headers(headers)
-        .body(upload.body.clone());
-    if let Some(timeout) = bucket.request_timeout() {
-        request = request.timeout(timeout);
-    }
-    let reply = request.send().await?;
-    let status = reply.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = reply.text().await.unwrap_or_default();
-    Err(S3Error::HttpFailWithBody(status.as_u16(), body))
-}
-
-/// `20261124T061900Z`, SigV4's timestamp.
-fn long_date(now: &OffsetDateTime) -> Result<String, S3Error> {
-    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    Ok(now.format(format)?)
+    let request = signed(bucket, Method::PUT, object_key, &upload.sha256, headers).await?;
+    success(request.body(upload.body.clone()).send().await?).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -164,11 +88,5 @@ mod tests {
         );
         assert_eq!(upload.md5.as_deref(), Some("kAFQmDzST7DWlj99KOF/cg=="));
         assert_eq!(&upload.body[..], b"abc");
-    }
-
-    #[test]
-    fn timestamp_is_sigv4s_long_date() {
-        let t = OffsetDateTime::from_unix_timestamp(1_795_501_140).unwrap();
-        assert_eq!(long_date(&t).unwrap(), "20261124T061900Z");
     }
 }

@@ -19,6 +19,7 @@ use crate::store::{
 use super::client::Client;
 use super::config::S3Config;
 use super::error::{Failure, S3Failure};
+use super::get::{get_object, Got};
 use super::put::{put_object, Upload};
 use super::retry::RetryPolicy;
 
@@ -308,22 +309,20 @@ impl BlockStore for S3Store {
         let full = self.object_key(op::READ, key)?;
         let bucket = self.bucket();
         let policy = self.policy;
-        let mut reply = self
+        let got = self
             .client
             .run(op::READ, async move {
-                policy.run(|| bucket.get_object(full.clone())).await
+                policy
+                    .run(|| get_object(&bucket, &full, None, BLOCK_SIZE))
+                    .await
             })?
             .map_err(|f| f.into_error(op::READ, key, false))?;
-        let body = std::mem::take(reply.bytes_mut());
-        if body.len() > BLOCK_SIZE {
+        if got.body.len() > BLOCK_SIZE {
             return Err(Error::new(ErrorKind::Backend, op::READ)
                 .with_key(key)
-                .with_detail(format!(
-                    "the object holds {} bytes, more than BLOCK_SIZE",
-                    body.len()
-                )));
+                .with_detail("the object holds more bytes than BLOCK_SIZE"));
         }
-        Ok(Vec::from(body))
+        Ok(got.body)
     }
 
     fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -337,11 +336,11 @@ impl BlockStore for S3Store {
             .filter(|end| *end < BLOCK_SIZE as u64);
         let bucket = self.bucket();
         let policy = self.policy;
-        let mut reply = self
+        let got = self
             .client
             .run(op::READ_RANGE, async move {
                 policy
-                    .run(|| bucket.get_object_range(full.clone(), offset, end))
+                    .run(|| get_object(&bucket, &full, Some((offset, end)), BLOCK_SIZE))
                     .await
             })?
             .map_err(|f| {
@@ -356,18 +355,25 @@ impl BlockStore for S3Store {
                     e
                 }
             })?;
-        let body = std::mem::take(reply.bytes_mut());
-        if reply.status_code() == 200 {
+        let Got { status, mut body } = got;
+        if status == 200 {
             // The server ignored the Range header and sent the whole object.
+            if body.len() > BLOCK_SIZE {
+                return Err(Error::new(ErrorKind::Backend, op::READ_RANGE)
+                    .with_key(key)
+                    .with_detail("the object holds more bytes than BLOCK_SIZE"));
+            }
             let range = clamp_range(key, body.len() as u64, offset, length)?;
-            return Ok(body[range].to_vec());
+            body.truncate(range.end);
+            body.drain(..range.start);
+            return Ok(body);
         }
         if body.len() as u64 > length {
             return Err(Error::new(ErrorKind::Backend, op::READ_RANGE)
                 .with_key(key)
                 .with_detail("the server sent more bytes than the range asked for"));
         }
-        Ok(Vec::from(body))
+        Ok(body)
     }
 
     fn block_size(&self, key: &str) -> Result<u64> {

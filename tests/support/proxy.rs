@@ -43,6 +43,8 @@ struct Plan {
     delays: VecDeque<Duration>,
     /// Request bodies still to corrupt (one byte flipped) on the way to the server.
     corrupt: usize,
+    /// Whole responses to answer with instead of the server: (method, raw HTTP reply).
+    canned: VecDeque<(String, String)>,
 }
 
 struct Shared {
@@ -111,6 +113,30 @@ impl Proxy {
             plan.errors
                 .push_back((Some(method.to_owned()), status, code.to_owned()));
         }
+    }
+
+    /// Answers the next request with this method with `status`, the extra `headers`
+    /// (`Name: value` lines) and `body`, instead of the server: a reply a real server
+    /// would rarely give (per-key DeleteObjects errors, odd ETags).
+    pub fn reply_next_method(&self, method: &str, status: u16, headers: &[&str], body: &str) {
+        let mut raw = format!(
+            "HTTP/1.1 {status} Canned\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            raw.push_str(h);
+            raw.push_str("\r\n");
+        }
+        raw.push_str("\r\n");
+        if method != "HEAD" {
+            raw.push_str(body);
+        }
+        self.shared
+            .plan
+            .lock()
+            .unwrap()
+            .canned
+            .push_back((method.to_owned(), raw));
     }
 
     /// Resets the connection after `bytes` bytes of the next forwarded response.
@@ -271,6 +297,21 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             let mut sink = [0u8; 4096];
             while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
             return;
+        }
+        let canned = {
+            let mut plan = shared.plan.lock().unwrap();
+            match plan.canned.front() {
+                Some((only, _)) if *only == method => plan.canned.pop_front().map(|(_, r)| r),
+                _ => None,
+            }
+        };
+        if let Some(raw) = canned {
+            record(shared, &request, &method, &target, Some("canned"));
+            if client.write_all(raw.as_bytes()).is_err() {
+                let _ = upstream.shutdown(Shutdown::Both);
+                return;
+            }
+            continue;
         }
         let injected = {
             let mut plan = shared.plan.lock().unwrap();
