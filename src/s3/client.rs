@@ -36,8 +36,16 @@ fn config_error(key: &str, why: String) -> Error {
 /// The configured credentials, else the `AWS_*` environment variables, else anonymous
 /// access; never the instance-metadata service or profile files.
 fn credentials(config: &S3Config) -> Result<Credentials> {
+    credentials_from(config, |name| std::env::var(name).ok())
+}
+
+/// [`credentials`] with the environment given as a lookup; empty values count as unset.
+fn credentials_from(
+    config: &S3Config,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Credentials> {
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let env = |name: &str| var(name).filter(|v| !v.is_empty());
     let access = opt(&config.access_key_id).or_else(|| env("AWS_ACCESS_KEY_ID"));
     let secret = opt(&config.secret_access_key).or_else(|| env("AWS_SECRET_ACCESS_KEY"));
     let token = opt(&config.session_token).or_else(|| env("AWS_SESSION_TOKEN"));
@@ -151,17 +159,33 @@ mod tests {
 
     #[test]
     fn configured_keys_win_over_the_environment() {
+        let env = |name: &str| match name {
+            "AWS_ACCESS_KEY_ID" => Some("AKIDFROMENV".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("secret-from-env".to_owned()),
+            "AWS_SESSION_TOKEN" => Some(String::new()),
+            _ => None,
+        };
         let mut config = S3Config::new("b");
+        let creds = credentials_from(&config, env).unwrap();
+        assert_eq!(creds.access_key.as_deref(), Some("AKIDFROMENV"));
+        assert_eq!(creds.secret_key.as_deref(), Some("secret-from-env"));
+        assert_eq!(creds.session_token, None, "an empty variable is unset");
+
         config.access_key_id = "AKIDCONFIGURED".into();
         config.secret_access_key = "configured-secret".into();
-        let creds = credentials(&config).unwrap();
+        let creds = credentials_from(&config, env).unwrap();
         assert_eq!(creds.access_key.as_deref(), Some("AKIDCONFIGURED"));
         assert_eq!(creds.secret_key.as_deref(), Some("configured-secret"));
 
+        let nothing = |_: &str| None;
+        let creds = credentials_from(&S3Config::new("b"), nothing).unwrap();
+        assert_eq!(creds.access_key, None, "anonymous");
         config.secret_access_key.clear();
-        if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
-            let e = credentials(&config).unwrap_err();
-            assert!(e.to_string().contains("secret_access_key"), "{e}");
-        }
+        let e = credentials_from(&config, nothing).unwrap_err();
+        assert!(e.to_string().contains("secret_access_key"), "{e}");
+        let mut config = S3Config::new("b");
+        config.secret_access_key = "s".into();
+        let e = credentials_from(&config, nothing).unwrap_err();
+        assert!(e.to_string().contains("access_key_id"), "{e}");
     }
 }

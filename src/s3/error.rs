@@ -273,6 +273,9 @@ mod tests {
         };
         assert!(reply(404, "NoSuchBucket", false).contains("the bucket does not exist"));
         assert!(!reply(404, "NoSuchKey", false).contains("the bucket does not exist"));
+        // Only the 404 that maps to Config says so; the same code elsewhere is a
+        // server failure reported as it came.
+        assert!(!reply(400, "NoSuchBucket", false).contains("the bucket does not exist"));
         assert!(reply(403, "AccessDenied", false).contains("check the credentials"));
         assert!(!reply(500, "InternalError", false).contains("check the credentials"));
         let timeout = reply(400, "RequestTimeout", true);
