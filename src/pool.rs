@@ -103,11 +103,10 @@ const KINDS: [OpKind; 9] = [
 ];
 
 impl OpKind {
+    /// The kind's slot in the statistics: its place in [`KINDS`], which lists the kinds
+    /// in declaration order.
     fn index(self) -> usize {
-        KINDS
-            .iter()
-            .position(|k| *k == self)
-            .unwrap_or(KINDS.len() - 1)
+        self as usize
     }
 
     /// The operation's name in error messages.
@@ -1078,6 +1077,28 @@ impl BlockStore for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_slot_and_name() {
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "write",
+                "read",
+                "read range",
+                "size",
+                "delete",
+                "delete prefix",
+                "list",
+                "health check",
+                "job"
+            ]
+        );
+    }
 
     #[test]
     fn histogram_buckets_bound_their_values() {
