@@ -1137,6 +1137,8 @@ mod tests {
         h.record(Duration::from_millis(50));
         let s = h.snapshot(OpKind::Read).unwrap();
         assert_eq!(s.count, 100);
+        // (98 × 10 µs + 5 ms + 50 ms) / 100
+        assert_eq!(s.mean, Duration::from_nanos(559_800));
         assert!(
             s.p50 >= Duration::from_micros(10) && s.p50 < Duration::from_micros(13),
             "{:?}",

@@ -148,6 +148,10 @@ fn batches_keep_input_order_and_isolate_failures() {
                 let e = r.as_ref().unwrap_err();
                 assert_eq!(e.kind(), ErrorKind::Backend);
                 assert!(e.to_string().contains("panicked"), "{e}");
+                assert!(
+                    e.to_string().contains("planted panic for k/panic"),
+                    "the panic's own message: {e}"
+                );
             }
             _ => assert!(r.is_ok(), "write {i}: {r:?}"),
         }
@@ -330,6 +334,37 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
     let stats = p.stats();
     assert_eq!(stats.cancelled, 1, "{stats:?}");
     assert_eq!(stats.done, 3, "{stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+}
+
+/// A job that finishes within `wait_timeout` is returned as done; `is_done` turns true
+/// once it has finished; a panic with a plain string message keeps that message.
+#[test]
+fn wait_timeout_returns_a_job_that_finishes_in_time() {
+    let probe = Arc::new(Probe {
+        delay: Some(Duration::from_millis(100)),
+        ..Probe::default()
+    });
+    let p = pool(&probe, 2, 8);
+    p.write_block("t/k", b"v").unwrap();
+    let slow = p.submit_read("t/k".into()).unwrap();
+    match slow.wait_timeout(Duration::from_secs(10)) {
+        Wait::Done(r) => assert_eq!(r.unwrap(), b"v"),
+        Wait::Pending(_) => panic!("gave up long before the timeout"),
+    }
+    let h = p.submit_read("t/k".into()).unwrap();
+    let started = std::time::Instant::now();
+    while !h.is_done() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never done");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.wait().unwrap(), b"v");
+    let e = p
+        .submit(|_| -> Result<()> { panic!("a plain message") })
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(e.to_string().contains("a plain message"), "{e}");
 }
 
 #[test]
