@@ -188,12 +188,22 @@ fn streaming_batches_keep_at_most_workers_in_flight() {
     let probe = Arc::new(Probe::default());
     let p = pool(&probe, 6, 2);
     let mut seen = vec![false; 10_000];
+    let mut delivered = 0u64;
     p.for_each_write(
         (0..10_000).map(|i| (format!("s/{i}"), vec![1u8; 16])),
         |i, r| {
             r.unwrap();
             assert!(!seen[i], "result {i} delivered twice");
             seen[i] = true;
+            // Submitted but not yet handed to this callback: never more than the workers.
+            let s = p.stats();
+            let submitted = s.done + s.failed + s.queued + s.running + s.cancelled;
+            assert!(
+                submitted - delivered <= 6,
+                "{} jobs outstanding after {delivered} results",
+                submitted - delivered
+            );
+            delivered += 1;
         },
     );
     assert!(seen.iter().all(|s| *s));
