@@ -158,6 +158,7 @@ fn batches_keep_input_order_and_isolate_failures() {
     }
     let keys: Vec<String> = (0..50).map(|i| format!("k/{i:02}")).collect();
     let reads = p.read_blocks(&keys);
+    assert_eq!(reads.len(), 50);
     for (i, r) in reads.iter().enumerate() {
         match i {
             7 | 13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::NotFound),
@@ -165,7 +166,9 @@ fn batches_keep_input_order_and_isolate_failures() {
         }
     }
     let ranges: Vec<(String, u64, u64)> = (1..50).map(|i| (format!("k/{i:02}"), 1, 3)).collect();
-    for (j, r) in p.read_ranges(&ranges).iter().enumerate() {
+    let ranged = p.read_ranges(&ranges);
+    assert_eq!(ranged.len(), 49);
+    for (j, r) in ranged.iter().enumerate() {
         let i = j + 1;
         match i {
             7 | 13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::NotFound),
@@ -173,6 +176,7 @@ fn batches_keep_input_order_and_isolate_failures() {
         }
     }
     let deletes = p.delete_blocks(&["k/00", "a//b", "k/01"]);
+    assert_eq!(deletes.len(), 3);
     assert!(deletes[0].is_ok() && deletes[2].is_ok());
     assert_eq!(
         deletes[1].as_ref().unwrap_err().kind(),
@@ -213,7 +217,21 @@ fn streaming_batches_keep_at_most_workers_in_flight() {
         reads += 1;
     });
     assert_eq!(reads, 10_000);
-    assert_eq!(probe.calls.load(Ordering::SeqCst), 20_000);
+    let mut ranged = vec![false; 1000];
+    p.for_each_range((0..1000).map(|i| (format!("s/{i}"), 2, 4)), |i, r| {
+        assert_eq!(r.unwrap(), vec![1u8; 4]);
+        ranged[i] = true;
+    });
+    assert!(ranged.iter().all(|r| *r));
+    let mut deleted = vec![false; 1000];
+    p.for_each_delete((0..1000).map(|i| format!("s/{i}")), |i, r| {
+        r.unwrap();
+        deleted[i] = true;
+    });
+    assert!(deleted.iter().all(|d| *d));
+    assert_eq!(p.read_block("s/0").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(p.read_block("s/1000").unwrap().len(), 16);
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 22_002);
     let max = probe.max_in_flight.load(Ordering::SeqCst);
     assert!(max <= 6, "{max} operations in flight with 6 workers");
     assert!(max >= 2, "the batch never ran concurrently (max {max})");
