@@ -503,3 +503,17 @@ fn content_md5_passes_through_the_pool() {
         ErrorKind::NotFound
     );
 }
+
+/// A collecting batch runs its operations side by side, not one after another.
+#[test]
+fn collecting_batches_run_concurrently() {
+    let probe = Arc::new(Probe {
+        delay: Some(Duration::from_millis(20)),
+        ..Probe::default()
+    });
+    let p = pool(&probe, 4, 4);
+    let writes: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("c/{i}"), vec![1])).collect();
+    assert!(p.write_blocks(writes).iter().all(|r| r.is_ok()));
+    let max = probe.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&max), "{max} in flight with 4 workers");
+}
