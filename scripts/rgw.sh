@@ -78,6 +78,9 @@ rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw data = $dir/rgw
 CONF
   local c=(-c "$conf")
+  # Several steps below are quiet on success; if one fails, say which and show the logs.
+  trap 'echo "rgw.sh: start failed at line $LINENO; logs in $dir/log" >&2;
+        tail -n 15 "$dir"/log/*.out 2>/dev/null >&2' ERR
   monmaptool --create --addv a "[v2:127.0.0.1:$monport]" --fsid "$fsid" "$dir/monmap" >/dev/null
   ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
   ceph-mon "${c[@]}" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
