@@ -286,6 +286,13 @@ impl S3Store {
     }
 }
 
+/// An object under a block's key that is larger than any block: not ours to return.
+fn oversized(op: &'static str, key: &str) -> Error {
+    Error::new(ErrorKind::Backend, op)
+        .with_key(key)
+        .with_detail("the object holds more bytes than BLOCK_SIZE")
+}
+
 impl BlockStore for S3Store {
     fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
         let _pass = self.gate.enter(op::WRITE)?;
@@ -318,9 +325,7 @@ impl BlockStore for S3Store {
             })?
             .map_err(|f| f.into_error(op::READ, key, false))?;
         if got.body.len() > BLOCK_SIZE {
-            return Err(Error::new(ErrorKind::Backend, op::READ)
-                .with_key(key)
-                .with_detail("the object holds more bytes than BLOCK_SIZE"));
+            return Err(oversized(op::READ, key));
         }
         Ok(got.body)
     }
@@ -359,9 +364,7 @@ impl BlockStore for S3Store {
         if status == 200 {
             // The server ignored the Range header and sent the whole object.
             if body.len() > BLOCK_SIZE {
-                return Err(Error::new(ErrorKind::Backend, op::READ_RANGE)
-                    .with_key(key)
-                    .with_detail("the object holds more bytes than BLOCK_SIZE"));
+                return Err(oversized(op::READ_RANGE, key));
             }
             let range = clamp_range(key, body.len() as u64, offset, length)?;
             body.truncate(range.end);
