@@ -176,6 +176,16 @@ fn open_refuses_missing_or_non_directory_base() {
     let e = FsStore::open(FsConfig::new(dir.path().join("file"))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     assert!(e.to_string().contains("not a directory"), "{e}");
+    // A base path that runs through a file is as much a configuration mistake, whether
+    // or not the store may create directories; nothing is created.
+    for create_dir in [false, true] {
+        let mut config = FsConfig::new(dir.path().join("file/store"));
+        config.create_dir = create_dir;
+        let e = FsStore::open(config).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "create_dir {create_dir}: {e}");
+        assert!(e.to_string().contains("not a directory"), "{e}");
+    }
+    assert_eq!(std::fs::read(dir.path().join("file")).unwrap(), b"x");
 }
 
 #[test]

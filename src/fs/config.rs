@@ -79,3 +79,44 @@ impl FsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: &FsConfig) -> Option<String> {
+        config.validate().err().map(|e| {
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn modes_are_permission_bits_and_let_the_owner_in() {
+        let mut config = FsConfig::new("/srv/blocks");
+        assert_eq!(refused(&config), None);
+        // Every permission bit, setuid/setgid/sticky included, is a valid mode.
+        config.dir_mode = 0o7777;
+        config.file_mode = 0o7777;
+        assert_eq!(refused(&config), None);
+        for (dir_mode, file_mode, key) in [
+            (0o10000, 0o644, "dir_mode"),
+            (0o10755, 0o644, "dir_mode"),
+            (0o755, 0o10000, "file_mode"),
+            (0o755, 0o10644, "file_mode"),
+            (0o655, 0o644, "dir_mode"),
+            (0o755, 0o444, "file_mode"),
+        ] {
+            config.dir_mode = dir_mode;
+            config.file_mode = file_mode;
+            let shown = refused(&config)
+                .unwrap_or_else(|| panic!("{dir_mode:o}/{file_mode:o} was accepted"));
+            assert!(
+                shown.contains(&format!("block_store.filesystem.{key}")),
+                "{dir_mode:o}/{file_mode:o}: {shown}"
+            );
+        }
+        config = FsConfig::new("");
+        assert!(refused(&config).is_some_and(|e| e.contains("base_path")));
+    }
+}

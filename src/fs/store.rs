@@ -123,6 +123,12 @@ impl FsStore {
                         .with_detail("cannot create base_path")
                 })?;
             }
+            // A file on the way: the path cannot name a directory, now or once created.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(config_error(
+                    "base_path is not a directory: a file is on its path",
+                ))
+            }
             Err(e) => return Err(Error::from_io(OPEN, e).with_key(&shown)),
         }
         let base_path = std::fs::canonicalize(&config.base_path)
