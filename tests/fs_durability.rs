@@ -17,7 +17,9 @@ fn durability_child() {
     config.fsync = role == "fsync-on";
     let store = FsStore::open(config).unwrap();
     store.write_block("dur/a/b/block", &[42u8; 10_000]).unwrap();
+    store.write_block("dur/a/b/second", &[7u8; 100]).unwrap();
     store.delete_block("dur/a/b/block").unwrap();
+    store.delete_block("dur/a/b/second").unwrap();
 }
 
 /// The traced system calls of one child run, as lines `syscall(args) = ret`.
@@ -83,44 +85,65 @@ fn first_arg(call: &str) -> String {
         .to_owned()
 }
 
+/// Where the first call naming `name` that starts with `syscall` is, from `from` on.
+fn find(calls: &[String], from: usize, syscall: &str, name: &str) -> usize {
+    calls[from..]
+        .iter()
+        .position(|c| c.starts_with(syscall) && c.contains(&format!("\"{name}\"")))
+        .map(|i| from + i)
+        .unwrap_or_else(|| panic!("no {syscall} of {name}:\n{}", calls.join("\n")))
+}
+
+fn fsyncs(calls: &[String]) -> usize {
+    calls.iter().filter(|c| c.starts_with("fsync(")).count()
+}
+
 #[test]
 fn write_syncs_file_then_renames_then_syncs_directories() {
     let calls = trace("fsync-on");
     let dump = calls.join("\n");
     let mkdirs = calls.iter().filter(|c| c.starts_with("mkdirat(")).count();
-    assert_eq!(mkdirs, 3, "dur, a, b are created:\n{dump}");
+    assert_eq!(mkdirs, 3, "dur, a, b are created, once:\n{dump}");
     let temp_open = calls.iter().position(|c| is_temp_create(c)).unwrap();
     let temp_fd = ret_fd(&calls[temp_open]);
     let data_sync = calls
         .iter()
         .position(|c| c.starts_with("fdatasync(") && first_arg(c) == temp_fd)
         .unwrap_or_else(|| panic!("temporary file fd {temp_fd} never synced:\n{dump}"));
-    let rename = calls
-        .iter()
-        .position(|c| c.starts_with("rename") && c.contains("\"block\""))
-        .unwrap_or_else(|| panic!("no rename onto the block:\n{dump}"));
-    let unlink = calls
-        .iter()
-        .position(|c| c.starts_with("unlinkat(") && c.contains("\"block\""))
-        .unwrap_or_else(|| panic!("no unlink of the block:\n{dump}"));
+    let rename = find(&calls, 0, "rename", "block");
+    let second = find(&calls, rename, "openat(", "t1");
+    let second_rename = find(&calls, second, "rename", "second");
+    let unlink = find(&calls, second_rename, "unlinkat(", "block");
+    let unlink_second = find(&calls, unlink, "unlinkat(", "second");
     assert!(
         temp_open < data_sync && data_sync < rename,
         "file synced before the rename:\n{dump}"
     );
-    let dir_syncs = calls[rename..unlink]
-        .iter()
-        .filter(|c| c.starts_with("fsync("))
-        .count();
-    // The block's directory, then the parents of the three new directories.
-    assert!(
-        dir_syncs >= 4,
-        "expected 4 directory syncs after the rename, saw {dir_syncs}:\n{dump}"
+    // The block's directory, then the parents of the three new directories: b in a,
+    // a in dur, dur in the base.
+    assert_eq!(
+        fsyncs(&calls[rename..second]),
+        4,
+        "directory syncs after the first write:\n{dump}"
     );
-    let after_unlink = calls[unlink..]
-        .iter()
-        .filter(|c| c.starts_with("fsync("))
-        .count();
-    assert!(after_unlink >= 1, "delete syncs the directory:\n{dump}");
+    // Those directories are durable now: the second write syncs only its own.
+    assert_eq!(
+        fsyncs(&calls[second_rename..unlink]),
+        1,
+        "directory syncs after the second write:\n{dump}"
+    );
+    // A delete syncs the directory; the last one also removes b, a and dur, and syncs
+    // the base that held the last of them.
+    assert_eq!(
+        fsyncs(&calls[unlink..unlink_second]),
+        1,
+        "the first delete syncs b:\n{dump}"
+    );
+    assert_eq!(
+        fsyncs(&calls[unlink_second..]),
+        2,
+        "the last delete syncs b and the base:\n{dump}"
+    );
 }
 
 #[test]
