@@ -159,6 +159,9 @@ fn permission_child() {
     report("delete", kind(store.delete_block("p/k")));
     report("health", kind(store.health_check()));
     report("read", kind(store.read_block("p/k")));
+    report("delete-shut", kind(store.delete_block("shut/k")));
+    report("read-shut", kind(store.read_block("shut/k")));
+    report("list-shut", kind(store.list_by_prefix("shut/")));
 }
 
 #[test]
@@ -169,9 +172,13 @@ fn unprivileged_process_gets_permission_denied() {
     std::fs::create_dir(&base).unwrap();
     let store = FsStore::open(FsConfig::new(&base)).unwrap();
     store.write_block("p/k", b"root's block").unwrap();
+    store
+        .write_block("shut/k", b"behind a closed door")
+        .unwrap();
     drop(store);
-    // The temporary directory itself is 0o700; let the child in.
+    // The temporary directory itself is 0o700; let the child in, but not into `shut`.
     use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(base.join("shut"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let child = child_command("permission_child", "unprivileged");
     let mut cmd = Command::new("setpriv");
@@ -201,8 +208,16 @@ fn unprivileged_process_gets_permission_denied() {
     assert_eq!(result("delete"), "Some(PermissionDenied)");
     assert_eq!(result("health"), "Some(PermissionDenied)");
     assert_eq!(result("read"), "None", "reading needs no write permission");
+    // A directory the process may not enter hides nothing as "absent".
+    assert_eq!(result("delete-shut"), "Some(PermissionDenied)");
+    assert_eq!(result("read-shut"), "Some(PermissionDenied)");
+    assert_eq!(result("list-shut"), "Some(PermissionDenied)");
     let store = FsStore::open(FsConfig::new(&base)).unwrap();
     assert_eq!(store.read_block("p/k").unwrap(), b"root's block");
-    assert_eq!(tree_outside_internal(&base), vec!["p", "p/k"]);
+    assert_eq!(store.read_block("shut/k").unwrap(), b"behind a closed door");
+    assert_eq!(
+        tree_outside_internal(&base),
+        vec!["p", "p/k", "shut", "shut/k"]
+    );
     assert!(temp_files(&base).is_empty());
 }
