@@ -424,3 +424,37 @@ fn health_reports_a_missing_or_replaced_base() {
     let e = store.health_check().unwrap_err();
     assert!(e.to_string().contains("replaced"), "{e}");
 }
+
+/// A daemon's child processes inherit none of a live store's descriptors: not the base,
+/// the internal area, nor the lock that marks the store's work directory as in use.
+#[test]
+fn child_processes_inherit_no_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write_block("d/k", b"x").unwrap();
+    let out = std::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd/"])
+        .output()
+        .expect("ls");
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let base = store.base_path().display().to_string();
+    assert!(!listing.is_empty());
+    assert!(
+        !listing.contains(&base),
+        "the child holds descriptors below {base}:\n{listing}"
+    );
+    // The check can see a leak: `dup` makes a descriptor without close-on-exec.
+    let file = std::fs::File::open(dir.path().join("d/k")).unwrap();
+    let leaked = rustix::io::dup(&file).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    let out = std::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd/"])
+        .output()
+        .expect("ls");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&format!("{fd} -> {base}/d/k")),
+        "a deliberate leak of fd {fd} is not seen:\n{listing}"
+    );
+}

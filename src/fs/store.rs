@@ -133,12 +133,7 @@ impl FsStore {
         }
         let base_path = std::fs::canonicalize(&config.base_path)
             .map_err(|e| Error::from_io(OPEN, e).with_key(&shown))?;
-        let base = rustix::fs::open(
-            &base_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| error(OPEN, &shown, e))?;
+        let base = sys::open_base(&base_path).map_err(|e| error(OPEN, &shown, e))?;
         let work = WorkDir::create(base.as_fd(), config.dir_mode);
         if let Ok(work) = &work {
             if case_insensitive(work)? {
@@ -206,12 +201,7 @@ impl FsStore {
                 Err(Errno::NOENT) => return Ok(None),
                 Err(e) => return Err(error(op::WRITE, key, e)),
             };
-            let next = match rustix::fs::openat(
-                at,
-                part,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
+            let next = match sys::open_child_dir(at, part) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => return Ok(None),
                 Err(e) => return Err(in_the_way(key, e)),
@@ -443,13 +433,7 @@ fn create_base(path: &Path, mode: u32) -> std::io::Result<()> {
 fn case_insensitive(work: &WorkDir) -> Result<bool> {
     let fail = |e| error(OPEN, "case probe", e);
     let upper = "Case-Probe";
-    let fd = rustix::fs::openat(
-        work.fd(),
-        upper,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(fail)?;
+    let fd = sys::create_new(work.fd(), upper, OFlags::WRONLY, 0o600).map_err(fail)?;
     drop(fd);
     let aliased = sys::stat_at(work.fd(), "case-probe").is_ok();
     work.remove(upper);

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
@@ -15,6 +16,16 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_MAGICLINKS);
 
+/// Part of every open: no symbolic link is followed, no descriptor outlives an `exec`
+/// (a daemon's children must not hold blocks, directories or the store's lock).
+const SAFE: OFlags = OFlags::NOFOLLOW.union(OFlags::CLOEXEC);
+
+/// A directory, opened to read its entries, sync it, or work below it.
+const DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(SAFE);
+
+/// A block opened for reading; `O_NONBLOCK` keeps a planted FIFO from blocking.
+const READ_FILE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
+
 /// Set once `openat2` turned out to be missing (old kernels, some sandboxes).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -26,7 +37,7 @@ pub(crate) fn open_beneath(
     flags: OFlags,
 ) -> Result<OwnedFd, Errno> {
     let rel = if rel.is_empty() { "." } else { rel };
-    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let flags = flags.union(SAFE);
     if !NO_OPENAT2.load(Ordering::Relaxed) {
         // EAGAIN means a concurrent rename raced with the lookup; it is safe to retry.
         for _ in 0..64 {
@@ -49,31 +60,55 @@ pub(crate) fn open_beneath(
 /// The same as `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, one component at
 /// a time: keys have no `..` segments, so each step stays below `base`.
 fn open_by_components(base: BorrowedFd<'_>, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let mut parts = rel.split('/').peekable();
     let mut current: Option<OwnedFd> = None;
     while let Some(part) = parts.next() {
         let at = current.as_ref().map_or(base, |fd| fd.as_fd());
-        let last = parts.peek().is_none();
-        let next = rustix::fs::openat(
-            at,
-            part,
-            if last { flags } else { dir_flags },
-            Mode::empty(),
-        )?;
+        let next = if parts.peek().is_none() {
+            rustix::fs::openat(at, part, flags, Mode::empty())?
+        } else {
+            open_child_dir(at, part)?
+        };
         current = Some(next);
     }
     current.ok_or(Errno::INVAL)
 }
 
-/// Opens a directory below `base` for reading entries, `fsync` and `*at` calls.
-pub(crate) fn open_dir(base: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
-    open_beneath(base, rel, OFlags::RDONLY | OFlags::DIRECTORY)
+/// Opens the directory `name` in `at`, refusing a symbolic link.
+pub(crate) fn open_child_dir(at: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(at, name, DIR, Mode::empty())
 }
 
-/// Opens a block file for reading. `O_NONBLOCK` keeps a planted FIFO from blocking.
+/// Opens the base directory by its resolved path.
+pub(crate) fn open_base(path: &Path) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(path, DIR, Mode::empty())
+}
+
+/// Creates the file `name` in `at`, which must not exist yet, with `mode` (less the
+/// umask) and `access` (`O_RDONLY` or `O_WRONLY`).
+pub(crate) fn create_new(
+    at: BorrowedFd<'_>,
+    name: &str,
+    access: OFlags,
+    mode: u32,
+) -> Result<OwnedFd, Errno> {
+    let flags = access.union(OFlags::CREATE).union(OFlags::EXCL).union(SAFE);
+    rustix::fs::openat(at, name, flags, Mode::from_raw_mode(mode))
+}
+
+/// Opens the existing file `name` in `at` read-only (to lock it).
+pub(crate) fn open_existing(at: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(at, name, OFlags::RDONLY.union(SAFE), Mode::empty())
+}
+
+/// Opens a directory below `base` for reading entries, `fsync` and `*at` calls.
+pub(crate) fn open_dir(base: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
+    open_beneath(base, rel, DIR)
+}
+
+/// Opens a block file for reading.
 pub(crate) fn open_file(base: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
-    open_beneath(base, rel, OFlags::RDONLY | OFlags::NONBLOCK)
+    open_beneath(base, rel, READ_FILE)
 }
 
 /// Opens a path only to look at it (`fstat`), without read permission or side effects.
@@ -187,4 +222,68 @@ pub(crate) fn means_absent(errno: Errno) -> bool {
         errno,
         Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::ISDIR | Errno::XDEV
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What opening `rel` gave: the file's first bytes, or the errno. `ELOOP` and
+    /// `ENOTDIR` are one answer (a link or a file in the way): every caller maps them
+    /// alike, and `O_NOFOLLOW | O_DIRECTORY` on a link gives `ENOTDIR` where `openat2`
+    /// gives `ELOOP`.
+    fn outcome(opened: Result<OwnedFd, Errno>) -> Result<Vec<u8>, Errno> {
+        let fd = opened.map_err(|e| if e == Errno::NOTDIR { Errno::LOOP } else { e })?;
+        let mut buf = vec![0u8; 16];
+        let n = match pread_full(fd.as_fd(), &mut buf, 0) {
+            Ok(n) => n,
+            Err(Errno::ISDIR) => 0,
+            Err(e) => return Err(e),
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// A path, how it is opened, and what that must give.
+    type Case<'a> = (&'a str, OFlags, Result<&'a [u8], Errno>);
+
+    /// The fallback for kernels without `openat2` refuses what `openat2` refuses.
+    #[test]
+    fn component_walk_matches_openat2() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"block").unwrap();
+        std::os::unix::fs::symlink(root.join("a/b"), root.join("a/dirlink")).unwrap();
+        std::os::unix::fs::symlink("b/f", root.join("a/filelink")).unwrap();
+        let base = open_base(root).unwrap();
+        let base = base.as_fd();
+        let in_the_way = Err(Errno::LOOP);
+        let cases: [Case<'_>; 8] = [
+            ("a/b/f", READ_FILE, Ok(b"block")),
+            ("a/b", DIR, Ok(b"")),
+            ("a/dirlink/f", READ_FILE, in_the_way),
+            ("a/dirlink", DIR, in_the_way),
+            ("a/filelink", READ_FILE, in_the_way),
+            ("a/missing/f", READ_FILE, Err(Errno::NOENT)),
+            ("a/b/f/g", READ_FILE, in_the_way),
+            ("a/b/f", DIR, in_the_way),
+        ];
+        for (rel, flags, want) in cases {
+            let want = want.map(<[u8]>::to_vec);
+            let walked = outcome(open_by_components(base, rel, flags.union(SAFE)));
+            assert_eq!(walked, want, "component walk of {rel}");
+            assert_eq!(
+                outcome(open_beneath(base, rel, flags)),
+                want,
+                "openat2 of {rel}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_parent_cuts_at_the_last_slash() {
+        assert_eq!(split_parent("a/b/c"), ("a/b", "c"));
+        assert_eq!(split_parent("a"), ("", "a"));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{FileType, OFlags};
+use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use crate::key::{validate_key, RESERVED_NAME};
@@ -65,12 +65,7 @@ pub(crate) fn blocks_with_prefix(
                     found.push(BlockRef { key, size })
                 }
                 FileType::Directory if validate_key(&key).is_ok() => {
-                    match rustix::fs::openat(
-                        &fd,
-                        name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    ) {
+                    match sys::open_child_dir(fd.as_fd(), name) {
                         Ok(child) => pending.push((child, key, "")),
                         Err(e) if sys::means_absent(e) => {}
                         Err(e) => return Err(e),

@@ -48,12 +48,7 @@ impl WorkDir {
         for attempt in 0..16u32 {
             let id = unique_id(attempt);
             let lock_name = format!("{id}.lock");
-            let lock = rustix::fs::openat(
-                &area,
-                lock_name.as_str(),
-                OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::from_raw_mode(0o600),
-            );
+            let lock = sys::create_new(area.as_fd(), &lock_name, OFlags::RDONLY, 0o600);
             let lock = match lock {
                 Ok(fd) => fd,
                 Err(Errno::EXIST) => continue,
@@ -94,12 +89,7 @@ impl WorkDir {
     pub(crate) fn create_temp(&self, mode: u32) -> Result<(OwnedFd, String), Errno> {
         loop {
             let name = format!("t{}", self.next.fetch_add(1, Ordering::Relaxed));
-            let created = rustix::fs::openat(
-                &self.dir,
-                name.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::from_raw_mode(mode),
-            );
+            let created = sys::create_new(self.dir.as_fd(), &name, OFlags::WRONLY, mode);
             match created {
                 Ok(fd) => {
                     // The umask may have removed bits; the file gets exactly `mode`.
@@ -147,12 +137,7 @@ fn remove_abandoned(area: BorrowedFd<'_>) {
     };
     for name in &entries {
         if let Some(id) = name.strip_suffix(".lock") {
-            let Ok(lock) = rustix::fs::openat(
-                area,
-                name.as_str(),
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) else {
+            let Ok(lock) = sys::open_existing(area, name) else {
                 continue;
             };
             if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
