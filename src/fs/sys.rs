@@ -282,6 +282,26 @@ mod tests {
     }
 
     #[test]
+    fn positioned_reads_append_after_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"0123456789").unwrap();
+        let base = open_base(dir.path()).unwrap();
+        let fd = open_file(base.as_fd(), "f").unwrap();
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(b"ab");
+        assert_eq!(pread_append(fd.as_fd(), &mut out, 4, 3), Ok(4));
+        assert_eq!(out, b"ab3456");
+        // Past the end: what there is, then nothing.
+        assert_eq!(pread_append(fd.as_fd(), &mut out, 8, 8), Ok(2));
+        assert_eq!(out, b"ab345689");
+        assert_eq!(pread_append(fd.as_fd(), &mut out, 4, 10), Ok(0));
+        assert_eq!(out, b"ab345689");
+        let mut buf = [0u8; 4];
+        assert_eq!(pread_full(fd.as_fd(), &mut buf, 7), Ok(3));
+        assert_eq!(&buf[..3], b"789");
+    }
+
+    #[test]
     fn split_parent_cuts_at_the_last_slash() {
         assert_eq!(split_parent("a/b/c"), ("a/b", "c"));
         assert_eq!(split_parent("a"), ("", "a"));
