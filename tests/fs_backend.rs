@@ -458,3 +458,61 @@ fn child_processes_inherit_no_descriptor() {
         "a deliberate leak of fd {fd} is not seen:\n{listing}"
     );
 }
+
+/// Some filesystems (ext4 without `filetype`, older XFS, some network filesystems) do not
+/// say in a directory listing what kind each entry is; listings then ask each entry,
+/// and still skip links and odd files.
+#[test]
+fn listing_works_where_directories_do_not_record_file_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ext4.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .unwrap();
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^filetype"])
+        .arg(&image)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) is needed");
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    let mnt = dir.path().join("mnt");
+    let Some(_mount) = support::mount_or_explain(
+        support::Mount::new(&mnt, &["-o", "loop", image.to_str().unwrap()]),
+        "ext4 without file types",
+    ) else {
+        return;
+    };
+    let store = open(&mnt);
+    store.write_block("a/b/k1", b"one").unwrap();
+    store.write_block("a/k2", b"second").unwrap();
+    symlink("b/k1", mnt.join("a/link")).unwrap();
+    symlink("b", mnt.join("a/dirlink")).unwrap();
+    // The premise: this directory's entries come without a type.
+    let fd = rustix::fs::open(
+        mnt.join("a"),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let mut entries = rustix::fs::Dir::read_from(&fd).unwrap();
+    let mut seen = 0;
+    while let Some(entry) = entries.read() {
+        assert_eq!(
+            entry.unwrap().file_type(),
+            rustix::fs::FileType::Unknown,
+            "ext4 without filetype reports entry types after all"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 6, ". .. b k2 link dirlink");
+    assert_eq!(store.list_by_prefix("").unwrap(), vec!["a/b/k1", "a/k2"]);
+    let sizes: Vec<(String, u64)> = store
+        .list_blocks("a/")
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.key, b.size))
+        .collect();
+    assert_eq!(sizes, vec![("a/b/k1".into(), 3), ("a/k2".into(), 6)]);
+    assert_eq!(store.delete_by_prefix("a/").unwrap(), 2);
+    assert!(mnt.join("a/link").symlink_metadata().is_ok());
+}
