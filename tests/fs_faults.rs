@@ -162,6 +162,7 @@ fn permission_child() {
     report("delete-shut", kind(store.delete_block("shut/k")));
     report("read-shut", kind(store.read_block("shut/k")));
     report("list-shut", kind(store.list_by_prefix("shut/")));
+    report("list-all", kind(store.list_by_prefix("")));
 }
 
 #[test]
@@ -212,6 +213,11 @@ fn unprivileged_process_gets_permission_denied() {
     assert_eq!(result("delete-shut"), "Some(PermissionDenied)");
     assert_eq!(result("read-shut"), "Some(PermissionDenied)");
     assert_eq!(result("list-shut"), "Some(PermissionDenied)");
+    assert_eq!(
+        result("list-all"),
+        "Some(PermissionDenied)",
+        "a listing that cannot see everything fails rather than leave blocks out"
+    );
     let store = FsStore::open(FsConfig::new(&base)).unwrap();
     assert_eq!(store.read_block("p/k").unwrap(), b"root's block");
     assert_eq!(store.read_block("shut/k").unwrap(), b"behind a closed door");
