@@ -163,6 +163,7 @@ fn permission_child() {
     report("read-shut", kind(store.read_block("shut/k")));
     report("list-shut", kind(store.list_by_prefix("shut/")));
     report("list-all", kind(store.list_by_prefix("")));
+    report("delete-unsearchable", kind(store.delete_block("look/k")));
 }
 
 #[test]
@@ -176,10 +177,13 @@ fn unprivileged_process_gets_permission_denied() {
     store
         .write_block("shut/k", b"behind a closed door")
         .unwrap();
+    store.write_block("look/k", b"seen, not reached").unwrap();
     drop(store);
     // The temporary directory itself is 0o700; let the child in, but not into `shut`.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(base.join("shut"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // `look` can be opened and read, but not searched: its entries cannot be looked at.
+    std::fs::set_permissions(base.join("look"), std::fs::Permissions::from_mode(0o744)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let child = child_command("permission_child", "unprivileged");
     let mut cmd = Command::new("setpriv");
@@ -213,6 +217,7 @@ fn unprivileged_process_gets_permission_denied() {
     assert_eq!(result("delete-shut"), "Some(PermissionDenied)");
     assert_eq!(result("read-shut"), "Some(PermissionDenied)");
     assert_eq!(result("list-shut"), "Some(PermissionDenied)");
+    assert_eq!(result("delete-unsearchable"), "Some(PermissionDenied)");
     assert_eq!(
         result("list-all"),
         "Some(PermissionDenied)",
@@ -221,9 +226,10 @@ fn unprivileged_process_gets_permission_denied() {
     let store = FsStore::open(FsConfig::new(&base)).unwrap();
     assert_eq!(store.read_block("p/k").unwrap(), b"root's block");
     assert_eq!(store.read_block("shut/k").unwrap(), b"behind a closed door");
+    assert_eq!(store.read_block("look/k").unwrap(), b"seen, not reached");
     assert_eq!(
         tree_outside_internal(&base),
-        vec!["p", "p/k", "shut", "shut/k"]
+        vec!["look", "look/k", "p", "p/k", "shut", "shut/k"]
     );
     assert!(temp_files(&base).is_empty());
 }
