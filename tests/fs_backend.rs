@@ -425,6 +425,16 @@ fn health_reports_a_missing_or_replaced_base() {
     assert!(e.to_string().contains("replaced"), "{e}");
 }
 
+/// The descriptors a newly started child process holds, as `ls -l /proc/self/fd` shows.
+fn fds_of_a_child() -> String {
+    let out = std::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd/"])
+        .output()
+        .expect("ls");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A daemon's child processes inherit none of a live store's descriptors: not the base,
 /// the internal area, nor the lock that marks the store's work directory as in use.
 #[test]
@@ -432,12 +442,7 @@ fn child_processes_inherit_no_descriptor() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.write_block("d/k", b"x").unwrap();
-    let out = std::process::Command::new("ls")
-        .args(["-l", "/proc/self/fd/"])
-        .output()
-        .expect("ls");
-    assert!(out.status.success());
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = fds_of_a_child();
     let base = store.base_path().display().to_string();
     assert!(!listing.is_empty());
     assert!(
@@ -448,11 +453,7 @@ fn child_processes_inherit_no_descriptor() {
     let file = std::fs::File::open(dir.path().join("d/k")).unwrap();
     let leaked = rustix::io::dup(&file).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
-    let out = std::process::Command::new("ls")
-        .args(["-l", "/proc/self/fd/"])
-        .output()
-        .expect("ls");
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = fds_of_a_child();
     assert!(
         listing.contains(&format!("{fd} -> {base}/d/k")),
         "a deliberate leak of fd {fd} is not seen:\n{listing}"
