@@ -156,9 +156,15 @@ impl Error {
         self
     }
 
-    /// Adds a human-readable detail (why it failed), shown after the kind.
+    /// Adds a human-readable detail (why it failed), shown after the kind. A detail
+    /// that was already there stays, after the new one: `new: old`.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into().into_boxed_str());
+        let mut detail = detail.into();
+        if let Some(old) = self.detail.take() {
+            detail.push_str(": ");
+            detail.push_str(&old);
+        }
+        self.detail = Some(detail.into_boxed_str());
         self
     }
 
@@ -215,7 +221,21 @@ impl Error {
     }
 
     /// Maps an I/O error onto a kind by its errno; anything unrecognised is `Backend`.
+    /// Running out of file descriptors is a retryable `Backend` error that says so.
     pub fn from_io(op: &'static str, err: std::io::Error) -> Self {
+        let exhausted = match err.raw_os_error() {
+            Some(libc::EMFILE) => Some(
+                "the process is out of file descriptors (EMFILE): raise its limit (ulimit -n) or do less at once",
+            ),
+            Some(libc::ENFILE) => Some("the system is out of file descriptors (ENFILE)"),
+            _ => None,
+        };
+        if let Some(why) = exhausted {
+            return Error::new(ErrorKind::Backend, op)
+                .with_retryable(true)
+                .with_detail(why)
+                .with_source(err);
+        }
         let kind = match err.raw_os_error() {
             Some(libc::ENOENT) => ErrorKind::NotFound,
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
@@ -329,6 +349,25 @@ mod tests {
         for (errno, kind) in cases {
             let e = Error::from_io("write", std::io::Error::from_raw_os_error(errno));
             assert_eq!(e.kind(), kind, "errno {errno}");
+            assert!(!e.is_retryable(), "errno {errno}");
         }
+        for (errno, says) in [(libc::EMFILE, "process"), (libc::ENFILE, "system")] {
+            let e = Error::from_io("read", std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.kind(), ErrorKind::Backend);
+            assert!(e.is_retryable(), "errno {errno}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("the {says} is out of file descriptors")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn details_add_up() {
+        let e = Error::new(ErrorKind::Backend, "write")
+            .with_detail("inner")
+            .with_detail("outer");
+        assert_eq!(e.detail(), Some("outer: inner"));
     }
 }
