@@ -1019,7 +1019,8 @@ pub fn concurrent_mixed_operations(t: &Target) {
 }
 
 /// A store used in a child process after `fork()` answers (with its data or an error)
-/// instead of hanging: daemons open stores and then fork.
+/// instead of hanging: daemons open stores and then fork. A child that closes its copy
+/// leaves the parent's store working.
 pub fn after_fork_answers_without_hanging(t: &Target) {
     ok(
         t.store.write_block("fork/k", b"before fork"),
@@ -1034,6 +1035,9 @@ pub fn after_fork_answers_without_hanging(t: &Target) {
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _ = t.store.read_block("fork/k");
             let _ = t.store.write_block("fork/child", b"x");
+            // A child that is done with its copy closes it (or drops it as it exits):
+            // that must not reach the parent's store.
+            let _ = t.store.close();
         })) {
             Ok(()) => 0,
             Err(_) => 3,
@@ -1055,4 +1059,13 @@ pub fn after_fork_answers_without_hanging(t: &Target) {
         "the store panicked in the child"
     );
     assert_block(&*t.store, "fork/k", b"before fork");
+    ok(
+        t.store.write_block("fork/after", b"after the child closed"),
+        "write after the child closed its copy",
+    );
+    assert_block(&*t.store, "fork/after", b"after the child closed");
+    ok(
+        t.store.health_check(),
+        "health after the child closed its copy",
+    );
 }

@@ -94,34 +94,60 @@ pub(crate) mod op {
     pub const HEALTH: &str = "health check";
 }
 
-/// The result of a prefix delete: the count, or, if any block could not be deleted, an
-/// error of the first failure's kind that says how many were deleted and names the
-/// first few that failed (never reported as success).
-pub(crate) fn prefix_delete_outcome(
-    prefix: &str,
+/// How many names of failed keys a prefix delete's error shows.
+const FAILURES_SHOWN: usize = 5;
+
+/// The running count of a prefix delete: the blocks it removed and the ones it could
+/// not. Only the first few failures are kept, so memory stays bounded however many
+/// keys fail.
+#[derive(Debug, Default)]
+pub(crate) struct DeleteTally {
     deleted: u64,
-    failed: &[(String, Error)],
-) -> Result<u64> {
-    let Some((_, first)) = failed.first() else {
-        return Ok(deleted);
-    };
-    let names: Vec<String> = failed
-        .iter()
-        .take(5)
-        .map(|(k, e)| format!("{k} ({})", e.kind()))
-        .collect();
-    let more = if failed.len() > names.len() {
-        ", ..."
-    } else {
-        ""
-    };
-    Err(Error::new(first.kind(), op::DELETE_PREFIX)
-        .with_key(prefix)
-        .with_detail(format!(
-            "deleted {deleted}, failed {}: {}{more}",
-            failed.len(),
-            names.join(", ")
-        )))
+    failed: u64,
+    first: Vec<(String, Error)>,
+}
+
+impl DeleteTally {
+    /// Counts `n` blocks removed.
+    pub(crate) fn removed(&mut self, n: u64) {
+        self.deleted += n;
+    }
+
+    /// Counts a block that could not be removed.
+    pub(crate) fn failed(&mut self, key: String, error: Error) {
+        self.failed += 1;
+        if self.first.len() < FAILURES_SHOWN {
+            self.first.push((key, error));
+        }
+    }
+
+    /// The count, or, if any block could not be deleted, an error of the first
+    /// failure's kind that says how many were deleted and names the first few that
+    /// failed (never reported as success).
+    pub(crate) fn outcome(self, prefix: &str) -> Result<u64> {
+        let Some((_, first)) = self.first.first() else {
+            return Ok(self.deleted);
+        };
+        let names: Vec<String> = self
+            .first
+            .iter()
+            .map(|(k, e)| format!("{k} ({})", e.kind()))
+            .collect();
+        let more = if self.failed > names.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        Err(Error::new(first.kind(), op::DELETE_PREFIX)
+            .with_key(prefix)
+            .with_retryable(first.is_retryable())
+            .with_detail(format!(
+                "deleted {}, failed {}: {}{more}",
+                self.deleted,
+                self.failed,
+                names.join(", ")
+            )))
+    }
 }
 
 /// Refuses a block larger than [`BLOCK_SIZE`].
@@ -194,17 +220,22 @@ mod tests {
     }
 
     #[test]
-    fn prefix_delete_outcome_names_the_failures() {
-        assert_eq!(prefix_delete_outcome("p/", 3, &[]).unwrap(), 3);
-        let failed: Vec<(String, Error)> = (0..7)
-            .map(|i| {
-                (
+    fn delete_tally_names_the_first_failures() {
+        let mut tally = DeleteTally::default();
+        tally.removed(3);
+        assert_eq!(tally.outcome("p/").unwrap(), 3);
+        let tally_of = |failures: usize| {
+            let mut tally = DeleteTally::default();
+            tally.removed(2);
+            for i in 0..failures {
+                tally.failed(
                     format!("p/{i}"),
                     Error::new(ErrorKind::PermissionDenied, op::DELETE),
-                )
-            })
-            .collect();
-        let e = prefix_delete_outcome("p/", 2, &failed).unwrap_err();
+                );
+            }
+            tally
+        };
+        let e = tally_of(7).outcome("p/").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         let text = e.to_string();
         assert!(
@@ -216,12 +247,17 @@ mod tests {
             "{text}"
         );
         // Every failure named: no ellipsis.
-        let e = prefix_delete_outcome("p/", 0, &failed[..2]).unwrap_err();
+        let e = tally_of(2).outcome("p/").unwrap_err();
         assert!(
             e.to_string()
                 .ends_with("failed 2: p/0 (permission denied), p/1 (permission denied)"),
             "{e}"
         );
+        assert!(tally_of(5)
+            .outcome("p/")
+            .unwrap_err()
+            .to_string()
+            .ends_with("p/4 (permission denied)"));
     }
 
     #[test]

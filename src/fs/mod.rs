@@ -2,9 +2,11 @@
 //!
 //! Split by role: `store` (the `BlockStore` implementation and its invariants), `sys`
 //! (the system calls, all relative to a directory descriptor, and errno mapping), `work`
-//! (the internal area for temporary files and locks), `walk` (listing).
+//! (the internal area for temporary files and locks), `walk` (listing, one directory at
+//! a time), `durable` (which new directories still need a sync).
 
 mod config;
+mod durable;
 mod store;
 mod sys;
 mod walk;

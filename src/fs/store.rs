@@ -1,12 +1,11 @@
 //! `FsStore`: one file per block below a base directory.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -14,54 +13,87 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
 use crate::key::{check_key, check_prefix};
 use crate::store::{
-    check_block_len, check_range_len, clamp_range, offset_past_end, op, prefix_delete_outcome,
-    BlockRef, BlockStore, BLOCK_SIZE,
+    check_block_len, check_range_len, clamp_range, offset_past_end, op, BlockRef, BlockStore,
+    DeleteTally, BLOCK_SIZE,
 };
 
 use super::config::FsConfig;
+use super::durable::NewDirs;
 use super::sys::{self, error, error_as, means_absent};
-use super::walk::blocks_with_prefix;
-use super::work::WorkDir;
+use super::walk::{join, read_dir, Walk};
+use super::work::{self, create_exact, Area, WorkDir};
 
-/// Ranges up to this length are read without an `fstat` first: the buffer is sized from
-/// the length, and a read of 0 bytes means the offset is past the end.
-const SMALL_RANGE: u64 = 64 * 1024;
+/// How often a write starts over when a concurrent delete removed its directory, or a
+/// cleaner removed the internal area, under it.
+const RETRIES: usize = 16;
 
-/// How often a write retries when a concurrent delete removed its parent directory.
-const PARENT_RETRIES: usize = 16;
+/// Temporary files made beside a block (when the block's directory is on another mount
+/// than the internal area) start with these bytes. They are not UTF-8, so no such name
+/// is ever a key: listings never show them and no key can collide with them.
+const BESIDE: &[u8] = b".blockstore\xfft-";
 
 /// A store that keeps each block in the file `{base_path}/{key}`.
 ///
 /// # Durability
 ///
-/// A write goes to a new temporary file in the internal area, which is written in full,
-/// synced, and renamed over the block's path; then the block's directory is synced, and
-/// every directory on the path that this or another writer created and nobody has made
-/// durable yet. With `fsync = true` a block survives a power cut once `write_block`
-/// returns, and a delete once `delete_block` returns. With `fsync = false` writes are
-/// still atomic (a reader never sees a partial block) but not durable.
+/// A write goes to a new temporary file, which is written in full, synced, and renamed
+/// over the block's path; then the block's directory is synced, and every directory on
+/// the path that this or another writer created and nobody has made durable yet. With
+/// `fsync = true` a block survives a power cut once `write_block` returns, and a delete
+/// once `delete_block` returns. With `fsync = false` writes are still atomic (a reader
+/// never sees a partial block) but not durable, and the store keeps no record of new
+/// directories at all.
 ///
 /// # Internal area
 ///
 /// The top-level directory `.blockstore` (rejected as a key by every backend) holds
 /// temporary files and locks. Each open store works in its own subdirectory held with
 /// `flock`; opening a store removes only abandoned ones, so opening the store of a
-/// running process from another (e.g. the CLI) never disturbs it.
+/// running process from another (e.g. the CLI) never disturbs it. Only the process
+/// that made a subdirectory removes it: a child forked from a daemon that drops its copy
+/// of the store leaves the daemon's area alone. If the area is removed under a live
+/// store (a tmp cleaner), the store makes a new one at its next write. If it cannot be
+/// made at open (a full disk, a read-only mount), the store opens for reads, writes
+/// fail with that condition's kind, and every later write tries again, so the store
+/// recovers once the condition clears.
+///
+/// # Several processes
+///
+/// Any number of processes may open one base directory at once, and each may delete
+/// what another writes: a write whose new directories another process's clean-up
+/// removes starts over (a bounded number of times) instead of failing, and a write
+/// either succeeds or fails with a kind that tells the truth.
+///
+/// # Mounts below the base
+///
+/// A directory below the base may be another filesystem (a btrfs subvolume, a bind
+/// mount, a per-share dataset). A rename from the internal area cannot cross into it,
+/// so there the temporary file is made beside the block instead, under a name that is
+/// not valid UTF-8 (never a key, never listed) and names the work directory that made
+/// it; the same write, sync, rename and directory sync keep the crash guarantees. A
+/// crash can leave such a file behind: a prefix delete that meets one whose store is
+/// gone removes it.
 ///
 /// # Hierarchy
 ///
 /// Keys are paths, so `a/b` and `a/b/c` cannot both exist: writing one while the other
 /// exists fails with `Conflict` and changes nothing. Reading a directory is `NotFound`;
 /// deleting below a file is `Ok`. Deleting a block removes the directories it left
-/// empty, up to but never including the base directory.
+/// empty, up to but never including the base directory. A failed write removes the
+/// directories it made; a prefix delete removes every empty directory below its prefix,
+/// whoever left it.
 ///
-/// # Symlinks
+/// # Symlinks and other files
 ///
 /// No operation follows a symbolic link inside the base directory, and no key reaches
 /// outside it: every lookup is `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
-/// relative to a descriptor of the base, and every change an `*at` call. Links and other
-/// non-regular files read as `NotFound`, cannot be written over (`Conflict`), are left
-/// alone by deletes and are skipped by listings. The base path itself may be a link.
+/// relative to a descriptor of the base, and every change an `*at` call. Anything at a
+/// key's path that is not a regular file (a link, FIFO, socket or device) is `NotFound`
+/// for every read and for `block_size`, cannot be written over (`Conflict`), is left
+/// alone by deletes and skipped by listings. Files are opened with `O_NONBLOCK` and
+/// `O_NOCTTY`, and their type is checked before anything is read, so a planted FIFO or
+/// terminal can neither block the store nor change the process. The base path itself
+/// may be a link.
 ///
 /// # Permissions
 ///
@@ -69,21 +101,22 @@ const PARENT_RETRIES: usize = 16;
 ///
 /// # Reads
 ///
-/// Whole blocks are read into a buffer sized from the open file; ranges with positioned
-/// reads straight into the result (or the caller's buffer). Nothing is memory-mapped, so
-/// a file truncated by someone else cannot kill the process. A file larger than
-/// `BLOCK_SIZE` (not written by this store) is refused rather than read.
+/// Whole blocks and ranges are read with positioned reads straight into a buffer sized
+/// from the open file (or into the caller's buffer). Nothing is memory-mapped, so a
+/// file truncated by someone else cannot kill the process. A regular file larger than
+/// `BLOCK_SIZE` (not written by this store) is refused by every read and by
+/// `block_size` alike, with a `Backend` error naming its size; listings show it with
+/// its size, and deletes remove it.
 pub struct FsStore {
     config: FsConfig,
     base_path: PathBuf,
     base: OwnedFd,
-    /// `Err` when the internal area cannot be written (a read-only mount, no permission):
-    /// the store still reads, and writes fail with this error's kind.
-    work: std::result::Result<WorkDir, Errno>,
-    /// Directories created by this store whose entry in their parent is not yet synced.
-    unsynced: Mutex<HashSet<String>>,
-    /// Directories being created or in `unsynced`; lets writes skip the lock when zero.
-    unsynced_count: AtomicUsize,
+    area: Area,
+    /// New directories whose entry is not yet durable (only with `fsync`).
+    new_dirs: NewDirs,
+    /// Set once a rename crossed into another mount: from then on each write first
+    /// checks which mount its directory is on.
+    mounts_below: AtomicBool,
     gate: Gate,
 }
 
@@ -97,6 +130,20 @@ impl fmt::Debug for FsStore {
 }
 
 const OPEN: &str = "open";
+
+/// Why a write's install step did not finish.
+enum Retry {
+    /// The temporary file vanished with the internal area: write it again.
+    AreaGone,
+    /// Give up with this error.
+    Fail(Error),
+}
+
+impl From<Error> for Retry {
+    fn from(e: Error) -> Self {
+        Retry::Fail(e)
+    }
+}
 
 impl FsStore {
     /// Opens (and with `create_dir`, creates) the store at `config.base_path`.
@@ -134,28 +181,29 @@ impl FsStore {
         let base_path = std::fs::canonicalize(&config.base_path)
             .map_err(|e| Error::from_io(OPEN, e).with_key(&shown))?;
         let base = sys::open_base(&base_path).map_err(|e| error(OPEN, &shown, e))?;
-        let work = WorkDir::create(base.as_fd(), config.dir_mode);
-        if let Ok(work) = &work {
-            if case_insensitive(work)? {
-                return Err(config_error(
-                    "the filesystem is case-insensitive ('A' and 'a' are one name); keys need a case-sensitive one",
-                ));
+        let area = Area::open(base.as_fd(), config.dir_mode);
+        match area.open_error() {
+            None => {
+                let work = area.get(base.as_fd()).map_err(|e| error(OPEN, &shown, e))?;
+                if case_insensitive(&work)? {
+                    return Err(config_error(
+                        "the filesystem is case-insensitive ('A' and 'a' are one name); keys need a case-sensitive one",
+                    ));
+                }
             }
-        }
-        match &work {
-            Ok(_)
-            | Err(Errno::ROFS | Errno::ACCESS | Errno::PERM | Errno::NOSPC | Errno::DQUOT) => {}
-            Err(e) => {
-                return Err(error(OPEN, &shown, *e).with_detail("cannot set up the internal area"))
+            // Conditions that may clear: the store opens for reads and tries again later.
+            Some(Errno::ROFS | Errno::ACCESS | Errno::PERM | Errno::NOSPC | Errno::DQUOT) => {}
+            Some(e) => {
+                return Err(error(OPEN, &shown, e).with_detail("cannot set up the internal area"))
             }
         }
         Ok(FsStore {
             config,
             base_path,
             base,
-            work,
-            unsynced: Mutex::new(HashSet::new()),
-            unsynced_count: AtomicUsize::new(0),
+            area,
+            new_dirs: NewDirs::default(),
+            mounts_below: AtomicBool::new(false),
             gate: Gate::default(),
         })
     }
@@ -169,16 +217,68 @@ impl FsStore {
         self.base.as_fd()
     }
 
-    fn work(&self, op: &'static str, key: &str) -> Result<&WorkDir> {
-        self.work
-            .as_ref()
-            .map_err(|e| error(op, key, *e).with_detail("the internal area is not writable"))
+    /// The current work directory (made now if there is none). A cleaner removing the
+    /// area while it is being made only means trying again.
+    fn work(&self, op: &'static str, key: &str) -> Result<Arc<WorkDir>> {
+        let mut last = Errno::NOENT;
+        for _ in 0..RETRIES {
+            match self.area.get(self.base()) {
+                Ok(work) => return Ok(work),
+                Err(Errno::NOENT) => last = Errno::NOENT,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        Err(vanished_or(
+            op,
+            key,
+            last,
+            "the internal area is not writable",
+        ))
+    }
+
+    /// A new temporary file in the work directory, making the directory again if a
+    /// cleaner removed it.
+    fn temp_file(
+        &self,
+        op: &'static str,
+        key: &str,
+        work: &mut Arc<WorkDir>,
+    ) -> Result<(OwnedFd, String)> {
+        for _ in 0..RETRIES {
+            match work.create_temp(self.config.file_mode) {
+                Ok(made) => return Ok(made),
+                Err(Errno::NOENT) => match self.area.renew(self.base(), work) {
+                    Ok(renewed) => *work = renewed,
+                    Err(Errno::NOENT) => {}
+                    Err(e) => {
+                        return Err(
+                            error(op, key, e).with_detail("cannot make the internal area again")
+                        )
+                    }
+                },
+                Err(e) => return Err(error(op, key, e)),
+            }
+        }
+        Err(vanished_or(
+            op,
+            key,
+            Errno::NOENT,
+            "the internal area kept disappearing",
+        ))
     }
 
     /// Opens the directory `rel` for a write, creating what is missing with exactly
-    /// `dir_mode`. `Ok(None)` means a concurrent delete removed a directory on the way:
-    /// the caller starts over.
-    fn parent_for_write(&self, key: &str, rel: &str) -> Result<Option<OwnedFd>> {
+    /// `dir_mode` and adding each directory it made to `created`. `Ok(None)` means a
+    /// concurrent delete removed a directory on the way: the caller starts over.
+    fn parent_for_write(
+        &self,
+        key: &str,
+        rel: &str,
+        created: &mut Vec<String>,
+    ) -> Result<Option<OwnedFd>> {
         match sys::open_dir(self.base(), rel) {
             Ok(fd) => return Ok(Some(fd)),
             Err(Errno::NOENT) => {}
@@ -195,18 +295,20 @@ impl FsStore {
             };
             let path = &rel[..path_len];
             let at = current.as_ref().map_or(self.base(), |fd| fd.as_fd());
-            let created = self.make_dir(at, part, path, mode);
-            let created = match created {
-                Ok(created) => created,
+            let made = match self.make_dir(at, part, path, mode) {
+                Ok(made) => made,
                 Err(Errno::NOENT) => return Ok(None),
                 Err(e) => return Err(error(op::WRITE, key, e)),
             };
+            if made {
+                created.push(path.to_owned());
+            }
             let next = match sys::open_child_dir(at, part) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => return Ok(None),
                 Err(e) => return Err(in_the_way(key, e)),
             };
-            if created {
+            if made {
                 // mkdir honours the umask; the directory gets exactly `dir_mode`.
                 rustix::fs::fchmod(&next, mode).map_err(|e| error(op::WRITE, key, e))?;
             }
@@ -215,9 +317,8 @@ impl FsStore {
         Ok(current)
     }
 
-    /// `mkdirat`, recording a new directory as not yet durable. The record is made in
-    /// the same critical section as the creation, and counted before it, so a writer
-    /// that finds the directory already there also finds the record.
+    /// `mkdirat`, recording a new directory as not yet durable (with `fsync`) before it
+    /// is made, so a writer that finds it already there also finds the record.
     fn make_dir(
         &self,
         at: BorrowedFd<'_>,
@@ -225,17 +326,22 @@ impl FsStore {
         path: &str,
         mode: Mode,
     ) -> std::result::Result<bool, Errno> {
-        let mut unsynced = self.unsynced.lock();
-        self.unsynced_count.fetch_add(1, Ordering::SeqCst);
+        let record = if self.config.fsync {
+            self.new_dirs.begin(path)
+        } else {
+            None
+        };
         match rustix::fs::mkdirat(at, name, mode) {
             Ok(()) => {
-                if !unsynced.insert(path.to_owned()) {
-                    self.unsynced_count.fetch_sub(1, Ordering::SeqCst);
+                if let Some(generation) = record {
+                    self.new_dirs.created(path, generation);
                 }
                 Ok(true)
             }
             Err(e) => {
-                self.unsynced_count.fetch_sub(1, Ordering::SeqCst);
+                if let Some(generation) = record {
+                    self.new_dirs.forget(path, generation);
+                }
                 match e {
                     Errno::EXIST => Ok(false),
                     e => Err(e),
@@ -245,21 +351,33 @@ impl FsStore {
     }
 
     /// Syncs the parent of every directory on `rel`'s path that is recorded as not yet
-    /// durable, then forgets it.
+    /// durable, then forgets it (when its creation has finished). A directory that is
+    /// gone took this write's block with it (a directory is removed only when empty):
+    /// there is nothing left to make durable.
     fn sync_new_dirs(&self, key: &str, rel: &str) -> Result<()> {
-        if self.unsynced_count.load(Ordering::SeqCst) == 0 || rel.is_empty() {
+        if self.new_dirs.is_empty() || rel.is_empty() {
             return Ok(());
         }
         let mut dir = rel;
         loop {
-            let recorded = self.unsynced.lock().contains(dir);
             let (parent, _) = sys::split_parent(dir);
-            if recorded {
-                let fd =
-                    sys::open_dir(self.base(), parent).map_err(|e| error(op::WRITE, key, e))?;
-                sys::sync_dir(fd.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
-                // Forget only after the sync: whoever no longer finds it knows it is durable.
-                self.forget_dir(dir);
+            if let Some(record) = self.new_dirs.get(dir) {
+                match sys::open_dir(self.base(), parent) {
+                    Ok(fd) => {
+                        sys::sync_dir(fd.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
+                        // Forget only after the sync: whoever no longer finds it knows it
+                        // is durable. A pending record is its creator's to forget.
+                        if record.created {
+                            self.new_dirs.forget(dir, record.generation);
+                        }
+                    }
+                    Err(e) if means_absent(e) => {
+                        if record.created {
+                            self.new_dirs.forget(dir, record.generation);
+                        }
+                    }
+                    Err(e) => return Err(error(op::WRITE, key, e)),
+                }
             }
             if parent.is_empty() {
                 return Ok(());
@@ -268,20 +386,77 @@ impl FsStore {
         }
     }
 
-    fn forget_dir(&self, dir: &str) {
-        if self.unsynced_count.load(Ordering::SeqCst) == 0 {
-            return;
+    /// The work of `write_block`, after the entry checks.
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut work = self.work(op::WRITE, key)?;
+        if self.mounts_below.load(Ordering::Relaxed) && self.on_other_mount(key, &work) {
+            // No point writing the block into the area: it cannot be renamed from there.
+            return self.install(&work, None, key, data).map_err(|r| match r {
+                Retry::Fail(e) => e,
+                Retry::AreaGone => Error::new(ErrorKind::Backend, op::WRITE).with_key(key),
+            });
         }
-        if self.unsynced.lock().remove(dir) {
-            self.unsynced_count.fetch_sub(1, Ordering::SeqCst);
+        for _ in 0..RETRIES {
+            let (file, temp) = self.temp_file(op::WRITE, key, &mut work)?;
+            let written = sys::write_all(file.as_fd(), data).and_then(|()| {
+                if self.config.fsync {
+                    rustix::fs::fdatasync(&file)
+                } else {
+                    Ok(())
+                }
+            });
+            drop(file);
+            if let Err(e) = written {
+                work.remove(&temp);
+                return Err(error(op::WRITE, key, e));
+            }
+            match self.install(&work, Some(&temp), key, data) {
+                Ok(()) => return Ok(()),
+                // A cleaner took the temporary file with the area: write it again.
+                Err(Retry::AreaGone) => continue,
+                Err(Retry::Fail(e)) => {
+                    work.remove(&temp);
+                    return Err(e);
+                }
+            }
         }
+        Err(Error::new(ErrorKind::Backend, op::WRITE)
+            .with_key(key)
+            .with_detail("the internal area kept disappearing")
+            .with_retryable(true))
     }
 
-    /// Moves a finished temporary file to `key`, creating directories as needed.
-    fn install(&self, work: &WorkDir, temp: &str, key: &str) -> Result<OwnedFd> {
+    /// Writes `data` under `key` through the temporary file `temp` (already written and
+    /// synced in `work`; `None` to write it beside the block), creating directories as
+    /// needed; the directories it made are removed again when it fails.
+    fn install(
+        &self,
+        work: &WorkDir,
+        temp: Option<&str>,
+        key: &str,
+        data: &[u8],
+    ) -> Result<(), Retry> {
+        let mut created = Vec::new();
+        let result = self.install_into(work, temp, key, data, &mut created);
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                self.remove_dir(dir);
+            }
+        }
+        result
+    }
+
+    fn install_into(
+        &self,
+        work: &WorkDir,
+        temp: Option<&str>,
+        key: &str,
+        data: &[u8],
+        created: &mut Vec<String>,
+    ) -> Result<(), Retry> {
         let (parent_rel, leaf) = sys::split_parent(key);
-        for _ in 0..PARENT_RETRIES {
-            let Some(parent) = self.parent_for_write(key, parent_rel)? else {
+        for _ in 0..RETRIES {
+            let Some(parent) = self.parent_for_write(key, parent_rel, created)? else {
                 continue;
             };
             // Never replace a directory, a link or a device: only a block.
@@ -289,31 +464,91 @@ impl FsStore {
                 Ok(st) if !sys::is_regular(&st) => {
                     return Err(Error::new(ErrorKind::Conflict, op::WRITE)
                         .with_key(key)
-                        .with_detail("a directory or another non-regular file has this name"))
+                        .with_detail("a directory or another non-regular file has this name")
+                        .into())
                 }
                 Ok(_) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(error(op::WRITE, key, e)),
+                Err(e) => return Err(error(op::WRITE, key, e).into()),
             }
-            match rustix::fs::renameat(work.fd(), temp, &parent, leaf) {
-                Ok(()) => return Ok(parent),
+            let renamed = match temp {
+                Some(temp) => rustix::fs::renameat(work.fd(), temp, &parent, leaf),
+                None => Err(Errno::XDEV),
+            };
+            match renamed {
+                Ok(()) => {}
+                Err(Errno::NOENT) if temp.is_some_and(|t| !work.has(t)) => {
+                    return Err(Retry::AreaGone)
+                }
                 // The parent was removed by a concurrent delete's clean-up.
                 Err(Errno::NOENT) => continue,
-                Err(e @ (Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST)) => {
-                    return Err(error_as(
-                        ErrorKind::Conflict,
-                        op::WRITE,
-                        key,
-                        e,
-                        "a directory has this name",
-                    ))
+                // The block's directory is on another mount: write it there.
+                Err(Errno::XDEV) => {
+                    self.mounts_below.store(true, Ordering::Relaxed);
+                    if let Some(temp) = temp {
+                        work.remove(temp);
+                    }
+                    self.write_beside(work, key, &parent, leaf, data)?;
                 }
-                Err(e) => return Err(error(op::WRITE, key, e)),
+                Err(e) => return Err(rename_error(key, e).into()),
             }
+            return self
+                .make_durable(key, parent_rel, parent)
+                .map_err(Retry::Fail);
         }
         Err(Error::new(ErrorKind::Backend, op::WRITE)
             .with_key(key)
             .with_detail("its directory kept disappearing under concurrent deletes")
-            .with_retryable(true))
+            .with_retryable(true)
+            .into())
+    }
+
+    /// Whether the block's directory (when it exists) is on another mount than the
+    /// work directory.
+    fn on_other_mount(&self, key: &str, work: &WorkDir) -> bool {
+        let (parent_rel, _) = sys::split_parent(key);
+        sys::open_dir(self.base(), parent_rel)
+            .is_ok_and(|parent| sys::mount_id(parent.as_fd()) != sys::mount_id(work.fd()))
+    }
+
+    /// Writes the block through a temporary file in its own directory (which is on
+    /// another mount than the internal area).
+    fn write_beside(
+        &self,
+        work: &WorkDir,
+        key: &str,
+        parent: &OwnedFd,
+        leaf: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        let mut name = BESIDE.to_vec();
+        name.extend_from_slice(format!("{}-{}", work.id(), work.next_number()).as_bytes());
+        let name = name.as_slice();
+        let file = create_exact(parent.as_fd(), name, self.config.file_mode)
+            .map_err(|e| error(op::WRITE, key, e))?;
+        let written = sys::write_all(file.as_fd(), data).and_then(|()| {
+            if self.config.fsync {
+                rustix::fs::fdatasync(&file)
+            } else {
+                Ok(())
+            }
+        });
+        drop(file);
+        let renamed = written.and_then(|()| rustix::fs::renameat(parent, name, parent, leaf));
+        if let Err(e) = renamed {
+            let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
+            return Err(rename_error(key, e));
+        }
+        Ok(())
+    }
+
+    /// With `fsync`: syncs the block's directory and the new directories on its path.
+    fn make_durable(&self, key: &str, parent_rel: &str, parent: OwnedFd) -> Result<()> {
+        if !self.config.fsync {
+            return Ok(());
+        }
+        sys::sync_dir(parent.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
+        drop(parent);
+        self.sync_new_dirs(key, parent_rel)
     }
 
     /// Removes the block file `key`; `Ok(false)` when there was none.
@@ -343,6 +578,38 @@ impl FsStore {
         Ok(true)
     }
 
+    /// Removes the directory `rel` if it is empty; whether it did.
+    fn remove_dir(&self, rel: &str) -> bool {
+        let (parent_rel, name) = sys::split_parent(rel);
+        let Ok(parent) = sys::open_dir(self.base(), parent_rel) else {
+            return false;
+        };
+        self.remove_child_dir(parent.as_fd(), name, rel)
+    }
+
+    /// Removes the directory `name` (key path `rel`) in `parent` if it is empty and on
+    /// the same filesystem: an empty btrfs subvolume or dataset below the base is an
+    /// operator's, not garbage.
+    fn remove_child_dir(&self, parent: BorrowedFd<'_>, name: &str, rel: &str) -> bool {
+        let same_device = rustix::fs::fstat(parent)
+            .ok()
+            .zip(sys::stat_at(parent, name).ok())
+            .is_some_and(|(p, c)| p.st_dev == c.st_dev);
+        if !same_device {
+            return false;
+        }
+        // The record read before the removal is the one of the directory removed: no
+        // directory of that name can be made while it exists.
+        let record = self.new_dirs.get(rel);
+        if rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_err() {
+            return false;
+        }
+        if let Some(record) = record {
+            self.new_dirs.forget(rel, record.generation);
+        }
+        true
+    }
+
     /// Removes `rel` and its ancestors while they are empty, never the base. Best
     /// effort: a directory that is not empty (or cannot be removed) ends the walk.
     fn remove_empty_dirs(&self, mut rel: &str) {
@@ -352,10 +619,9 @@ impl FsStore {
             let Ok(parent) = sys::open_dir(self.base(), parent_rel) else {
                 break;
             };
-            if rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).is_err() {
+            if !self.remove_child_dir(parent.as_fd(), name, rel) {
                 break;
             }
-            self.forget_dir(rel);
             last_parent = Some(parent);
             rel = parent_rel;
         }
@@ -364,19 +630,113 @@ impl FsStore {
         }
     }
 
-    /// Opens a block for reading: anything that is not there as a file is NotFound.
-    fn open_block(&self, op: &'static str, key: &str) -> Result<OwnedFd> {
-        sys::open_file(self.base(), key).map_err(|e| {
+    /// Deletes the blocks in the directory `fd` (key path `path`) whose names start with
+    /// `filter`, and everything below its matching subdirectories, one directory at a
+    /// time: unlinks through the directory's descriptor, removes the subdirectories
+    /// left empty, and syncs each directory it changed once.
+    fn delete_in(
+        &self,
+        fd: BorrowedFd<'_>,
+        path: &str,
+        filter: &str,
+        tally: &mut DeleteTally,
+    ) -> Result<()> {
+        let listing = read_dir(fd, path, filter, None).map_err(|e| {
+            error(
+                op::DELETE_PREFIX,
+                if path.is_empty() { "(base)" } else { path },
+                e,
+            )
+        })?;
+        let mut changed = false;
+        for name in &listing.foreign {
+            changed |= self.remove_stale_beside(fd, name);
+        }
+        for entry in listing.entries {
+            let key = join(path, &entry.name);
+            if entry.dir {
+                let child = match sys::open_child_dir(fd, &entry.name) {
+                    Ok(child) => child,
+                    Err(e) if means_absent(e) => continue,
+                    Err(e) => {
+                        tally.failed(key.clone(), error(op::DELETE_PREFIX, &key, e));
+                        continue;
+                    }
+                };
+                if let Err(e) = self.delete_in(child.as_fd(), &key, "", tally) {
+                    tally.failed(key.clone(), e);
+                }
+                drop(child);
+                changed |= self.remove_child_dir(fd, &entry.name, &key);
+                continue;
+            }
+            match rustix::fs::unlinkat(fd, entry.name.as_str(), AtFlags::empty()) {
+                Ok(()) => {
+                    tally.removed(1);
+                    changed = true;
+                }
+                Err(e) if means_absent(e) => {}
+                Err(e) => tally.failed(key.clone(), error(op::DELETE_PREFIX, &key, e)),
+            }
+        }
+        if changed && self.config.fsync {
+            let shown = if path.is_empty() { "(base)" } else { path };
+            sys::sync_dir(fd).map_err(|e| error(op::DELETE_PREFIX, shown, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a temporary file made beside a block by a store that is gone (a crash
+    /// in the middle of a write); whether it did.
+    fn remove_stale_beside(&self, dir: BorrowedFd<'_>, name: &[u8]) -> bool {
+        let Some(rest) = name.strip_prefix(BESIDE) else {
+            return false;
+        };
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            return false;
+        };
+        // `{work id}-{n}`; the work id itself holds dashes.
+        let Some((id, _)) = rest.rsplit_once('-') else {
+            return false;
+        };
+        work::abandoned(self.base(), id)
+            && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+    }
+
+    /// Opens the block `key` for reading: its descriptor and size.
+    fn open_block(&self, op: &'static str, key: &str) -> Result<(OwnedFd, u64)> {
+        let fd = match sys::open_file(self.base(), key) {
+            Ok(fd) => fd,
+            Err(e) if means_absent(e) => {
+                return Err(error_as(ErrorKind::NotFound, op, key, e, "no block"))
+            }
+            // A socket (ENXIO), a device without a driver, or one that refuses: if the
+            // path is not a regular file, there is no block.
+            Err(e) => {
+                return Err(match self.stat_block(op, key) {
+                    Err(not_found) if not_found.kind() == ErrorKind::NotFound => not_found,
+                    _ => error(op, key, e),
+                })
+            }
+        };
+        let size = self.block_len(op, key, fd.as_fd())?;
+        Ok((fd, size))
+    }
+
+    /// The size of the block `key`, looked at without opening it for reading.
+    fn stat_block(&self, op: &'static str, key: &str) -> Result<u64> {
+        let fd = sys::open_path(self.base(), key).map_err(|e| {
             if means_absent(e) {
                 error_as(ErrorKind::NotFound, op, key, e, "no block")
             } else {
                 error(op, key, e)
             }
-        })
+        })?;
+        self.block_len(op, key, fd.as_fd())
     }
 
     /// The size of an open block, checking that it is a block this store could have
-    /// written.
+    /// written: a regular file of at most `BLOCK_SIZE` bytes.
     fn block_len(&self, op: &'static str, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
         let st = rustix::fs::fstat(fd).map_err(|e| error(op, key, e))?;
         if !sys::is_regular(&st) {
@@ -389,20 +749,34 @@ impl FsStore {
             return Err(Error::new(ErrorKind::Backend, op)
                 .with_key(key)
                 .with_detail(format!(
-                    "the file holds {size} bytes, more than BLOCK_SIZE: not a block of this store"
+                    "the file holds {size} bytes, more than BLOCK_SIZE ({BLOCK_SIZE}): not a block of this store"
                 )));
         }
         Ok(size)
     }
+}
 
-    /// A read error: a directory or other odd file read as NotFound.
-    fn read_error(op: &'static str, key: &str, e: Errno) -> Error {
-        match e {
-            Errno::ISDIR | Errno::SPIPE => {
-                error_as(ErrorKind::NotFound, op, key, e, "not a regular file")
-            }
-            e => error(op, key, e),
-        }
+/// The error for `errno` after retries; an absent directory after all of them is a
+/// store that keeps being cleaned up under the call, never "no such block".
+fn vanished_or(op: &'static str, key: &str, errno: Errno, why: &str) -> Error {
+    if errno == Errno::NOENT {
+        error_as(ErrorKind::Backend, op, key, errno, why).with_retryable(true)
+    } else {
+        error(op, key, errno).with_detail(why.to_owned())
+    }
+}
+
+/// A failed rename of a finished temporary file onto a block's path.
+fn rename_error(key: &str, e: Errno) -> Error {
+    match e {
+        Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST => error_as(
+            ErrorKind::Conflict,
+            op::WRITE,
+            key,
+            e,
+            "a directory has this name",
+        ),
+        e => error(op::WRITE, key, e),
     }
 }
 
@@ -445,45 +819,26 @@ impl BlockStore for FsStore {
         let _pass = self.gate.enter(op::WRITE)?;
         check_key(op::WRITE, key)?;
         check_block_len(key, data.len())?;
-        let work = self.work(op::WRITE, key)?;
-        let (file, temp) = work
-            .create_temp(self.config.file_mode)
-            .map_err(|e| error(op::WRITE, key, e))?;
-        let written = sys::write_all(file.as_fd(), data).and_then(|()| {
-            if self.config.fsync {
-                rustix::fs::fdatasync(&file)
+        self.write(key, data).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                // A directory vanished under the write however often it started over.
+                Error::new(ErrorKind::Backend, op::WRITE)
+                    .with_key(key)
+                    .with_detail(format!("the block's directory kept vanishing: {e}"))
+                    .with_retryable(true)
             } else {
-                Ok(())
+                e
             }
-        });
-        drop(file);
-        if let Err(e) = written {
-            work.remove(&temp);
-            return Err(error(op::WRITE, key, e));
-        }
-        let parent = match self.install(work, &temp, key) {
-            Ok(parent) => parent,
-            Err(e) => {
-                work.remove(&temp);
-                return Err(e);
-            }
-        };
-        if self.config.fsync {
-            sys::sync_dir(parent.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
-            drop(parent);
-            self.sync_new_dirs(key, sys::split_parent(key).0)?;
-        }
-        Ok(())
+        })
     }
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
         let _pass = self.gate.enter(op::READ)?;
         check_key(op::READ, key)?;
-        let fd = self.open_block(op::READ, key)?;
-        let size = self.block_len(op::READ, key, fd.as_fd())? as usize;
-        let mut data = Vec::with_capacity(size);
-        sys::pread_append(fd.as_fd(), &mut data, size, 0)
-            .map_err(|e| Self::read_error(op::READ, key, e))?;
+        let (fd, size) = self.open_block(op::READ, key)?;
+        let mut data = Vec::with_capacity(size as usize);
+        sys::pread_append(fd.as_fd(), &mut data, size as usize, 0)
+            .map_err(|e| error(op::READ, key, e))?;
         Ok(data)
     }
 
@@ -491,24 +846,14 @@ impl BlockStore for FsStore {
         let _pass = self.gate.enter(op::READ_RANGE)?;
         check_key(op::READ_RANGE, key)?;
         check_range_len(key, length)?;
-        let fd = self.open_block(op::READ_RANGE, key)?;
-        if offset >= BLOCK_SIZE as u64 {
-            // No block reaches this far (and pread refuses offsets near i64::MAX).
-            let size = self.block_len(op::READ_RANGE, key, fd.as_fd())?;
-            return Err(offset_past_end(key, offset, size));
-        }
-        let want = if length <= SMALL_RANGE {
-            length as usize
-        } else {
-            let size = self.block_len(op::READ_RANGE, key, fd.as_fd())?;
-            clamp_range(key, size, offset, length)?.len()
-        };
-        let mut data = Vec::with_capacity(want);
-        let n = sys::pread_append(fd.as_fd(), &mut data, want, offset)
-            .map_err(|e| Self::read_error(op::READ_RANGE, key, e))?;
+        let (fd, size) = self.open_block(op::READ_RANGE, key)?;
+        let range = clamp_range(key, size, offset, length)?;
+        let mut data = Vec::with_capacity(range.len());
+        let n = sys::pread_append(fd.as_fd(), &mut data, range.len(), offset)
+            .map_err(|e| error(op::READ_RANGE, key, e))?;
         if n == 0 {
-            let size = self.block_len(op::READ_RANGE, key, fd.as_fd())?;
-            return Err(offset_past_end(key, offset, size));
+            // Truncated by someone else since it was opened.
+            return Err(offset_past_end(key, offset, 0));
         }
         Ok(data)
     }
@@ -517,16 +862,12 @@ impl BlockStore for FsStore {
         let _pass = self.gate.enter(op::READ_RANGE)?;
         check_key(op::READ_RANGE, key)?;
         check_range_len(key, buf.len() as u64)?;
-        let fd = self.open_block(op::READ_RANGE, key)?;
-        if offset >= BLOCK_SIZE as u64 {
-            let size = self.block_len(op::READ_RANGE, key, fd.as_fd())?;
-            return Err(offset_past_end(key, offset, size));
-        }
-        let n = sys::pread_full(fd.as_fd(), buf, offset)
-            .map_err(|e| Self::read_error(op::READ_RANGE, key, e))?;
+        let (fd, size) = self.open_block(op::READ_RANGE, key)?;
+        let range = clamp_range(key, size, offset, buf.len() as u64)?;
+        let n = sys::pread_full(fd.as_fd(), &mut buf[..range.len()], offset)
+            .map_err(|e| error(op::READ_RANGE, key, e))?;
         if n == 0 {
-            let size = self.block_len(op::READ_RANGE, key, fd.as_fd())?;
-            return Err(offset_past_end(key, offset, size));
+            return Err(offset_past_end(key, offset, 0));
         }
         Ok(n)
     }
@@ -534,14 +875,7 @@ impl BlockStore for FsStore {
     fn block_size(&self, key: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::SIZE)?;
         check_key(op::SIZE, key)?;
-        let fd = sys::open_path(self.base(), key).map_err(|e| {
-            if means_absent(e) {
-                error_as(ErrorKind::NotFound, op::SIZE, key, e, "no block")
-            } else {
-                error(op::SIZE, key, e)
-            }
-        })?;
-        self.block_len(op::SIZE, key, fd.as_fd())
+        self.stat_block(op::SIZE, key)
     }
 
     fn delete_block(&self, key: &str) -> Result<()> {
@@ -553,32 +887,35 @@ impl BlockStore for FsStore {
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::DELETE_PREFIX)?;
         check_prefix(op::DELETE_PREFIX, prefix)?;
-        let blocks = blocks_with_prefix(self.base(), prefix, false)
-            .map_err(|e| error(op::DELETE_PREFIX, prefix, e))?;
-        let mut removed = 0u64;
-        let mut failed: Vec<(String, Error)> = Vec::new();
-        for block in blocks {
-            match self.remove(op::DELETE_PREFIX, &block.key) {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(e) => failed.push((block.key, e)),
-            }
-        }
-        prefix_delete_outcome(prefix, removed, &failed)
+        // `a/b-` lives in directory `a`, among the names that start with `b-`.
+        let (dir, filter) = sys::split_parent(prefix);
+        let fd = match sys::open_dir(self.base(), dir) {
+            Ok(fd) => fd,
+            Err(e) if means_absent(e) => return Ok(0),
+            Err(e) => return Err(error(op::DELETE_PREFIX, prefix, e)),
+        };
+        let mut tally = DeleteTally::default();
+        self.delete_in(fd.as_fd(), dir, filter, &mut tally)?;
+        drop(fd);
+        self.remove_empty_dirs(dir);
+        tally.outcome(prefix)
     }
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         let _pass = self.gate.enter(op::LIST)?;
         check_prefix(op::LIST, prefix)?;
-        let blocks = blocks_with_prefix(self.base(), prefix, false)
-            .map_err(|e| error(op::LIST, prefix, e))?;
-        Ok(blocks.into_iter().map(|b| b.key).collect())
+        Walk::new(self.base(), prefix, None, false)
+            .map(|b| b.map(|b| b.key))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| error(op::LIST, prefix, e))
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
         let _pass = self.gate.enter(op::LIST)?;
         check_prefix(op::LIST, prefix)?;
-        blocks_with_prefix(self.base(), prefix, true).map_err(|e| error(op::LIST, prefix, e))
+        Walk::new(self.base(), prefix, None, true)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| error(op::LIST, prefix, e))
     }
 
     fn health_check(&self) -> Result<()> {
@@ -601,10 +938,10 @@ impl BlockStore for FsStore {
             Err(Errno::NOENT) => return fail(ErrorKind::Config, "base directory is missing"),
             Err(e) => return Err(error(op::HEALTH, &shown, e)),
         }
-        let work = self.work(op::HEALTH, &shown)?;
-        let (file, temp) = work
-            .create_temp(self.config.file_mode)
-            .map_err(|e| error(op::HEALTH, &shown, e).with_detail("write probe failed"))?;
+        let mut work = self.work(op::HEALTH, &shown)?;
+        let (file, temp) = self
+            .temp_file(op::HEALTH, &shown, &mut work)
+            .map_err(|e| e.with_detail("write probe failed"))?;
         let written =
             sys::write_all(file.as_fd(), b"probe").and_then(|()| rustix::fs::fdatasync(&file));
         drop(file);

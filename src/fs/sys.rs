@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat, StatxFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind};
@@ -23,8 +23,13 @@ const SAFE: OFlags = OFlags::NOFOLLOW.union(OFlags::CLOEXEC);
 /// A directory, opened to read its entries, sync it, or work below it.
 const DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(SAFE);
 
-/// A block opened for reading; `O_NONBLOCK` keeps a planted FIFO from blocking.
-const READ_FILE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
+/// Anything opened that may not be a regular file: a planted FIFO must not block the
+/// open, and a terminal must not become the process's controlling terminal. The type is
+/// checked with `fstat` before any read.
+const NO_SIDE_EFFECTS: OFlags = OFlags::NONBLOCK.union(OFlags::NOCTTY);
+
+/// A block opened for reading.
+const READ_FILE: OFlags = OFlags::RDONLY.union(NO_SIDE_EFFECTS);
 
 /// Set once `openat2` turned out to be missing (old kernels, some sandboxes).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
@@ -88,7 +93,7 @@ pub(crate) fn open_base(path: &Path) -> Result<OwnedFd, Errno> {
 /// umask) and `access` (`O_RDONLY` or `O_WRONLY`).
 pub(crate) fn create_new(
     at: BorrowedFd<'_>,
-    name: &str,
+    name: impl rustix::path::Arg,
     access: OFlags,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
@@ -96,9 +101,10 @@ pub(crate) fn create_new(
     rustix::fs::openat(at, name, flags, Mode::from_raw_mode(mode))
 }
 
-/// Opens the existing file `name` in `at` read-only (to lock it).
+/// Opens the existing file `name` in `at` read-only (to lock it), without blocking on
+/// or being changed by whatever may have been planted there; the caller checks its type.
 pub(crate) fn open_existing(at: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat(at, name, OFlags::RDONLY.union(SAFE), Mode::empty())
+    rustix::fs::openat(at, name, READ_FILE.union(SAFE), Mode::empty())
 }
 
 /// Opens a directory below `base` for reading entries, `fsync` and `*at` calls.
@@ -119,6 +125,12 @@ pub(crate) fn open_path(base: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errn
 /// Looks at `name` in `dir` without following a link.
 pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &str) -> Result<Stat, Errno> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// The id of the mount `fd` is on, where the kernel tells it (Linux 5.8 and later).
+pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
 }
 
 /// Whether a `stat` describes a regular file.

@@ -2,20 +2,39 @@
 //! files in a directory of its own, held by a lock.
 //!
 //! Layout: `.blockstore/w-{id}.lock` (a file held with `flock` while the store is open)
-//! and `.blockstore/w-{id}/` (its temporary files, named `t{n}`, never after a key). A
-//! store that opens removes only the directories whose lock nobody holds, so a CLI that
-//! opens the store of a running daemon never touches the daemon's files.
+//! and `.blockstore/w-{id}/` (its temporary files, named `t{n}`, never after a key).
+//!
+//! Rules that keep several processes on one tree out of each other's way:
+//! - a store creates its lock file, locks it, checks the file it locked is still the one
+//!   at that name, and only then creates its directory; a lock file it finds locked by
+//!   someone else while it sweeps is simply passed over;
+//! - a sweep (once per store, after its own lock is in place) reads the whole area
+//!   first, then removes a work directory only when its lock file can be locked, or,
+//!   for a directory listed without a lock file, when the lock file is still missing
+//!   at the moment of removal (a store makes its lock before its directory);
+//! - only the process that created a work directory removes it: a forked child that
+//!   drops its copy of the store leaves the parent's area alone;
+//! - nothing found in the area is opened in a way that can block (a planted FIFO).
+//!
+//! [`Area`] hands the current work directory to writes, and makes a new one when the
+//! old one vanished (a tmp cleaner removed the area) or could not be made at open (a
+//! full disk, a read-only mount that has since been remounted).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::RwLock;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::key::RESERVED_NAME;
 
 use super::sys;
+
+/// How many names a store tries before it gives up making its work directory.
+const ATTEMPTS: u32 = 64;
 
 /// This store's own directory in the internal area.
 #[derive(Debug)]
@@ -27,12 +46,14 @@ pub(crate) struct WorkDir {
     /// remount of a live store is possible.
     _lock: OwnedFd,
     next: AtomicU64,
+    /// The process that made it; only that one removes it.
+    pid: u32,
 }
 
 impl WorkDir {
-    /// Creates the internal area if needed, removes abandoned work directories, and
-    /// creates and locks this store's own.
-    pub(crate) fn create(base: BorrowedFd<'_>, dir_mode: u32) -> Result<WorkDir, Errno> {
+    /// Creates the internal area if needed, and creates and locks this store's own
+    /// directory in it.
+    fn create(base: BorrowedFd<'_>, dir_mode: u32) -> Result<WorkDir, Errno> {
         let mode = Mode::from_raw_mode(dir_mode);
         match rustix::fs::mkdirat(base, RESERVED_NAME, mode) {
             Ok(()) => {
@@ -44,19 +65,25 @@ impl WorkDir {
             Err(e) => return Err(e),
         }
         let area = sys::open_dir(base, RESERVED_NAME)?;
-        remove_abandoned(area.as_fd());
-        for attempt in 0..16u32 {
+        for attempt in 0..ATTEMPTS {
             let id = unique_id(attempt);
             let lock_name = format!("{id}.lock");
-            let lock = sys::create_new(area.as_fd(), &lock_name, OFlags::RDONLY, 0o600);
-            let lock = match lock {
+            let lock = match sys::create_new(area.as_fd(), &lock_name, OFlags::RDONLY, 0o600) {
                 Ok(fd) => fd,
                 Err(Errno::EXIST) => continue,
                 Err(e) => return Err(e),
             };
-            rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
-            // Another store's clean-up may have taken the lock and removed the file
-            // between our create and our flock: then the lock guards nothing.
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                // Another store's sweep holds it for a moment and will remove it.
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(e) => {
+                    let _ = rustix::fs::unlinkat(&area, lock_name.as_str(), AtFlags::empty());
+                    return Err(e);
+                }
+            }
+            // Another store's sweep may have locked and removed the file between our
+            // create and our flock: then the lock guards nothing.
             let still_ours = sys::stat_at(area.as_fd(), &lock_name)
                 .ok()
                 .zip(rustix::fs::fstat(&lock).ok())
@@ -66,14 +93,23 @@ impl WorkDir {
             if !still_ours {
                 continue;
             }
-            rustix::fs::mkdirat(&area, id.as_str(), Mode::from_raw_mode(0o700))?;
-            let dir = sys::open_dir(area.as_fd(), &id)?;
+            let made = rustix::fs::mkdirat(&area, id.as_str(), Mode::from_raw_mode(0o700))
+                .and_then(|()| sys::open_dir(area.as_fd(), &id));
+            let dir = match made {
+                Ok(dir) => dir,
+                Err(e) => {
+                    let _ = rustix::fs::unlinkat(&area, id.as_str(), AtFlags::REMOVEDIR);
+                    let _ = rustix::fs::unlinkat(&area, lock_name.as_str(), AtFlags::empty());
+                    return Err(e);
+                }
+            };
             return Ok(WorkDir {
                 area,
                 dir,
                 id,
                 _lock: lock,
                 next: AtomicU64::new(0),
+                pid: std::process::id(),
             });
         }
         Err(Errno::EXIST)
@@ -84,26 +120,33 @@ impl WorkDir {
         self.dir.as_fd()
     }
 
+    /// This work directory's id, which also names temporary files made outside it.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A number no other temporary file of this store has used.
+    pub(crate) fn next_number(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Creates a new, empty temporary file with exactly `mode` and returns it with its
-    /// name.
+    /// name. `ENOENT` means the work directory is gone (see [`Area::renew`]).
     pub(crate) fn create_temp(&self, mode: u32) -> Result<(OwnedFd, String), Errno> {
         loop {
-            let name = format!("t{}", self.next.fetch_add(1, Ordering::Relaxed));
-            let created = sys::create_new(self.dir.as_fd(), &name, OFlags::WRONLY, mode);
-            match created {
-                Ok(fd) => {
-                    // The umask may have removed bits; the file gets exactly `mode`.
-                    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
-                        self.remove(&name);
-                        return Err(e);
-                    }
-                    return Ok((fd, name));
-                }
+            let name = format!("t{}", self.next_number());
+            match create_exact(self.dir.as_fd(), name.as_bytes(), mode) {
+                Ok(fd) => return Ok((fd, name)),
                 // A forked child shares the counter's past values: take the next one.
                 Err(Errno::EXIST) => continue,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the temporary file `name` is still there.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        sys::stat_at(self.dir.as_fd(), name).is_ok()
     }
 
     /// Removes a temporary file; a failure leaves it for the next open's clean-up.
@@ -112,14 +155,96 @@ impl WorkDir {
     }
 }
 
+/// Creates the new file `name` in `dir` with exactly `mode`, whatever the umask.
+pub(crate) fn create_exact(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> Result<OwnedFd, Errno> {
+    let fd = sys::create_new(dir, name, OFlags::WRONLY, mode)?;
+    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
+        let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+        return Err(e);
+    }
+    Ok(fd)
+}
+
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child's copy: the directory and lock are the parent's.
+            return;
+        }
         remove_tree(self.area.as_fd(), &self.id);
         let _ = rustix::fs::unlinkat(
             &self.area,
             format!("{}.lock", self.id).as_str(),
             AtFlags::empty(),
         );
+    }
+}
+
+/// The store's handle on its work directory: made at open when possible, made again
+/// when it vanished or could not be made before.
+#[derive(Debug)]
+pub(crate) struct Area {
+    dir_mode: u32,
+    current: RwLock<Result<Arc<WorkDir>, Errno>>,
+    swept: AtomicBool,
+}
+
+impl Area {
+    /// Makes the work directory now; a failure is kept and tried again at next use.
+    pub(crate) fn open(base: BorrowedFd<'_>, dir_mode: u32) -> Area {
+        let area = Area {
+            dir_mode,
+            current: RwLock::new(Err(Errno::NOENT)),
+            swept: AtomicBool::new(false),
+        };
+        let first = area.make(base);
+        *area.current.write() = first;
+        area
+    }
+
+    /// The error that kept the work directory from being made at open, if any.
+    pub(crate) fn open_error(&self) -> Option<Errno> {
+        self.current.read().as_ref().err().copied()
+    }
+
+    /// The current work directory, made now if there is none.
+    pub(crate) fn get(&self, base: BorrowedFd<'_>) -> Result<Arc<WorkDir>, Errno> {
+        if let Ok(work) = &*self.current.read() {
+            return Ok(work.clone());
+        }
+        let mut current = self.current.write();
+        if let Ok(work) = &*current {
+            return Ok(work.clone());
+        }
+        let made = self.make(base);
+        *current = made.clone();
+        made
+    }
+
+    /// Replaces `stale` (whose directory is gone) with a new work directory, unless
+    /// another thread already did.
+    pub(crate) fn renew(
+        &self,
+        base: BorrowedFd<'_>,
+        stale: &Arc<WorkDir>,
+    ) -> Result<Arc<WorkDir>, Errno> {
+        let mut current = self.current.write();
+        if let Ok(work) = &*current {
+            if !Arc::ptr_eq(work, stale) {
+                return Ok(work.clone());
+            }
+        }
+        let made = self.make(base);
+        *current = made.clone();
+        made
+    }
+
+    fn make(&self, base: BorrowedFd<'_>) -> Result<Arc<WorkDir>, Errno> {
+        let work = WorkDir::create(base, self.dir_mode)?;
+        if !self.swept.swap(true, Ordering::Relaxed) {
+            remove_abandoned(work.area.as_fd());
+        }
+        Ok(Arc::new(work))
     }
 }
 
@@ -130,35 +255,59 @@ fn unique_id(attempt: u32) -> String {
     format!("w-{}-{nanos:x}-{attempt}", std::process::id())
 }
 
+/// Whether the lock file `name` in the area is held by a live store. A lock file that
+/// is not a regular file (planted) guards nothing.
+fn lock_state(area: BorrowedFd<'_>, name: &str) -> LockState {
+    let lock = match sys::open_existing(area, name) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return LockState::Missing,
+        Err(_) => return LockState::Held,
+    };
+    match rustix::fs::fstat(&lock) {
+        Ok(st) if sys::is_regular(&st) => {}
+        _ => return LockState::Free(None),
+    }
+    match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => LockState::Free(Some(lock)),
+        Err(_) => LockState::Held,
+    }
+}
+
+enum LockState {
+    Missing,
+    Held,
+    /// Nobody holds it; the descriptor keeps it locked while its directory goes.
+    Free(Option<OwnedFd>),
+}
+
 /// Removes the work directories whose lock nobody holds, and their lock files.
 fn remove_abandoned(area: BorrowedFd<'_>) {
+    // The whole area is read before anything is judged.
     let Ok(entries) = list_names(area) else {
         return;
     };
+    let names: std::collections::HashSet<&str> = entries.iter().map(String::as_str).collect();
     for name in &entries {
+        if !name.starts_with("w-") {
+            continue;
+        }
         if let Some(id) = name.strip_suffix(".lock") {
-            let Ok(lock) = sys::open_existing(area, name) else {
-                continue;
-            };
-            if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            if let LockState::Free(_held) = lock_state(area, name) {
                 remove_tree(area, id);
                 let _ = rustix::fs::unlinkat(area, name.as_str(), AtFlags::empty());
             }
-        }
-    }
-    // A work directory without its lock file belongs to nobody: a store creates the
-    // lock first and removes it last.
-    for name in &entries {
-        if name.starts_with("w-")
-            && !name.ends_with(".lock")
-            && !entries.contains(&format!("{name}.lock"))
-        {
-            remove_tree(area, name);
+        } else if !names.contains(format!("{name}.lock").as_str()) {
+            // Listed without its lock: a store makes its lock before its directory, so
+            // only a lock still missing now means nobody owns the directory.
+            if let LockState::Missing = lock_state(area, &format!("{name}.lock")) {
+                remove_tree(area, name);
+            }
         }
     }
 }
 
-/// Removes the flat directory `name` in `parent` and the files in it.
+/// Removes the flat directory `name` in `parent` and the files in it; anything that is
+/// not a directory is left alone.
 fn remove_tree(parent: BorrowedFd<'_>, name: &str) {
     if let Ok(dir) = sys::open_dir(parent, name) {
         if let Ok(files) = list_names(dir.as_fd()) {
@@ -166,8 +315,20 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &str) {
                 let _ = rustix::fs::unlinkat(&dir, file.as_str(), AtFlags::empty());
             }
         }
+        let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
     }
-    let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
+}
+
+/// Whether the work directory `id` (named in a temporary file made outside the area)
+/// belongs to a store that is gone.
+pub(crate) fn abandoned(base: BorrowedFd<'_>, id: &str) -> bool {
+    let Ok(area) = sys::open_dir(base, RESERVED_NAME) else {
+        return true;
+    };
+    matches!(
+        lock_state(area.as_fd(), &format!("{id}.lock")),
+        LockState::Missing | LockState::Free(_)
+    )
 }
 
 /// The names in a directory, without `.` and `..`; names that are not UTF-8 are skipped.

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
 use crate::key::{check_key, check_prefix, validate_key, MAX_KEY_LEN};
 use crate::store::{
-    check_block_len, check_range_len, clamp_range, op, prefix_delete_outcome, BlockRef, BlockStore,
+    check_block_len, check_range_len, clamp_range, op, BlockRef, BlockStore, DeleteTally,
     BLOCK_SIZE,
 };
 
@@ -421,15 +421,16 @@ impl BlockStore for S3Store {
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::DELETE_PREFIX)?;
         check_prefix(op::DELETE_PREFIX, prefix)?;
-        let mut deleted = 0u64;
-        let mut failed: Vec<(String, Error)> = Vec::new();
+        let mut tally = DeleteTally::default();
         self.pages(op::DELETE_PREFIX, prefix, |page| {
             let (n, errors) = self.delete_page(page.into_iter().map(|b| b.key).collect())?;
-            deleted += n;
-            failed.extend(errors);
+            tally.removed(n);
+            for (key, e) in errors {
+                tally.failed(key, e);
+            }
             Ok(())
         })?;
-        prefix_delete_outcome(prefix, deleted, &failed)
+        tally.outcome(prefix)
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {

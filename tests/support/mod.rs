@@ -130,3 +130,47 @@ pub fn temp_files(root: &Path) -> Vec<String> {
         .filter(|p| p.starts_with(".blockstore/") && p.matches('/').count() == 2)
         .collect()
 }
+
+/// A filesystem of type `kind` (`ext4`, `xfs`, `btrfs`), made in a sparse image of
+/// `mib` MiB inside `dir` and loop-mounted at `dir/mnt`; unmounted (and its loop device
+/// released) on drop. `Err` says why it could not be made here.
+pub fn loop_fs(dir: &Path, kind: &str, mib: u64) -> Result<Mount, String> {
+    let image = dir.join(format!("{kind}.img"));
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(mib << 20))
+        .map_err(|e| format!("cannot make the image: {e}"))?;
+    let mkfs = format!("mkfs.{kind}");
+    let mut cmd = Command::new(&mkfs);
+    match kind {
+        // No blocks reserved for root: "full" means full for every process.
+        "ext4" => cmd.args(["-q", "-F", "-m", "0", "-b", "4096"]),
+        "xfs" => cmd.args(["-q", "-f"]),
+        _ => cmd.args(["-q", "-f"]),
+    };
+    let out = cmd
+        .arg(&image)
+        .output()
+        .map_err(|e| format!("cannot run {mkfs} (install its package): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{mkfs} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Mount::new(&dir.join("mnt"), &["-o", "loop", image.to_str().unwrap()])
+}
+
+/// Runs `f` on another thread and waits at most `secs` seconds for it: a call that
+/// hangs fails the test instead of hanging it.
+pub fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what} did not return within {secs} s"))
+}
