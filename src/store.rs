@@ -121,6 +121,12 @@ impl DeleteTally {
         }
     }
 
+    /// `e`, from a prefix delete that had to stop, saying how many blocks it removed
+    /// before.
+    pub(crate) fn interrupted(&self, e: Error) -> Error {
+        e.with_detail(format!("deleted {} before this", self.deleted))
+    }
+
     /// The count, or, if any block could not be deleted, an error of the first
     /// failure's kind that says how many were deleted and names the first few that
     /// failed (never reported as success).

@@ -57,6 +57,16 @@ pub struct S3Config {
     /// it costs one more pass over each block.
     #[serde(default)]
     pub content_md5: bool,
+    /// Delete by prefix with DeleteObjects, 1,000 keys a request. Default `true`. Set
+    /// `false` for a server that mishandles it; the store also falls back to one request
+    /// per key by itself when a server answers that it does not implement it (a 501,
+    /// or GCS's 400 `NotImplemented`).
+    #[serde(default = "yes")]
+    pub batch_delete: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_region() -> String {
@@ -91,6 +101,7 @@ impl S3Config {
             request_timeout_secs: default_request_timeout(),
             operation_deadline_secs: default_operation_deadline(),
             content_md5: false,
+            batch_delete: true,
         }
     }
 
@@ -141,6 +152,7 @@ impl fmt::Debug for S3Config {
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("operation_deadline_secs", &self.operation_deadline_secs)
             .field("content_md5", &self.content_md5)
+            .field("batch_delete", &self.batch_delete)
             .finish()
     }
 }

@@ -44,10 +44,24 @@ struct ErrorBody {
     message: String,
 }
 
+/// The text of the first `<name>…</name>` in `body`, unescaped: enough to read the code
+/// and message of an error body that was cut at the reading limit.
+fn element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = start + body[start..].find(&format!("</{name}>"))?;
+    quick_xml::escape::unescape(&body[start..end])
+        .ok()
+        .map(|s| s.into_owned())
+}
+
 impl S3Failure {
     /// Parses an error reply's body, keeping only its code and message.
     pub(crate) fn parse(status: u16, body: &str) -> S3Failure {
-        let parsed: ErrorBody = quick_xml::de::from_str(body).unwrap_or_default();
+        let parsed: ErrorBody = quick_xml::de::from_str(body).unwrap_or_else(|_| ErrorBody {
+            code: element(body, "Code").unwrap_or_default(),
+            message: element(body, "Message").unwrap_or_default(),
+        });
         let mut shown = parsed.message.chars().filter(|c| !c.is_control());
         let mut message: String = shown.by_ref().take(200).collect();
         if shown.next().is_some() {
@@ -71,7 +85,7 @@ impl S3Failure {
             || (self.status == 400 && self.code == "RequestTimeout")
     }
 
-    fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match (self.status, self.code.as_str()) {
             (404, "NoSuchKey") => ErrorKind::NotFound,
             (404, "NoSuchBucket") => ErrorKind::Config,
@@ -96,8 +110,24 @@ pub(crate) enum Failure {
     TimedOut,
     /// The connection failed mid-request (reset, truncated body).
     Transport(String),
+    /// The reply does not match the request (a range from another offset, a listing
+    /// page that does not advance, a delete reply that confirms nothing): never used
+    /// as data or as success, and retried.
+    Invalid(String),
     /// Anything else: not retried.
     Other(String),
+}
+
+impl From<S3Error> for Failure {
+    fn from(e: S3Error) -> Self {
+        Failure::from_s3(e)
+    }
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        Failure::from_s3(S3Error::Reqwest(e))
+    }
 }
 
 impl Failure {
@@ -138,6 +168,7 @@ impl Failure {
         match self {
             Failure::Reply(r) => r.is_retryable(),
             Failure::Connect(_) | Failure::TimedOut | Failure::Transport(_) => true,
+            Failure::Invalid(_) => true,
             Failure::Other(_) => false,
         }
     }
@@ -177,6 +208,9 @@ impl Failure {
                 .with_detail(format!("no answer in time{unknown}")),
             Failure::Transport(why) => Error::new(ErrorKind::Backend, op)
                 .with_detail(format!("connection failed: {why}{unknown}")),
+            Failure::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
+                "the server's reply does not match the request: {why}{unknown}"
+            )),
             Failure::Other(why) => Error::new(ErrorKind::Backend, op).with_detail(why),
         };
         e.with_key(key).with_retryable(retryable)
@@ -184,7 +218,7 @@ impl Failure {
 }
 
 /// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,50 +1,177 @@
-//! The reader: GetObject, whole or a byte range, into one buffer sized from the reply's
-//! `Content-Length`.
+//! The reader: GetObject, whole or a byte range, into one buffer sized from the reply,
+//! checked against the request before a byte of it is used.
 //!
 //! rust-s3's `get_object` gathers the body into `Bytes` and hands it back inside a
 //! response that also copies every header into a map; turning that into the caller's
 //! `Vec` could cost another pass over 4 MiB. Here each chunk is copied once, straight
 //! from the connection into the block the caller gets.
+//!
+//! # Checks
+//!
+//! - A whole read must be answered 200 without `Content-Range`.
+//! - A range `first-last` answered 206 must carry `Content-Range: bytes a-b/total` with
+//!   `a = first`, `b ≤ last` (or `b = total - 1` for an open range or one that runs
+//!   past the end), `b < total`, and a body of exactly `b - a + 1` bytes.
+//! - A range answered 200 (a server that ignores `Range`) must be the whole object,
+//!   without `Content-Range`; the range is cut out of it.
+//! - A body must hold exactly its `Content-Length`; one without (ended by closing the
+//!   connection) is held to the length the range promised.
+//!
+//! A reply that fails a check is `Failure::Invalid`: retried, never returned as data.
 
 use reqwest::header::{HeaderMap, HeaderValue, RANGE};
 use reqwest::Method;
-use s3::error::S3Error;
+use reqwest::Response;
 use s3::Bucket;
 
-use super::sign::{header, signed, success, EMPTY_SHA256};
+use super::error::Failure;
+use super::reply::{header, success};
+use super::sign::{header as header_value, object_url, signed, EMPTY_SHA256};
 
-/// What a read got: the HTTP status (206 for a range the server honoured, 200 for a
-/// whole object) and the bytes, at most `limit + 1` of them.
-pub(crate) struct Got {
-    pub(crate) status: u16,
-    pub(crate) body: Vec<u8>,
+/// What to read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want {
+    /// The whole object.
+    Whole,
+    /// Bytes `first..=last`, or `first..` to the end.
+    Range { first: u64, last: Option<u64> },
 }
 
-/// One GetObject attempt. `range` is `(first, last)` with `last` inclusive or open.
-/// Reading stops after `limit + 1` bytes, so an object larger than any block is
-/// noticed without being downloaded whole.
+/// What a checked read found.
+#[derive(Debug)]
+pub(crate) enum Got {
+    /// The bytes asked for.
+    Bytes(Vec<u8>),
+    /// The object is larger than any block: not ours to return.
+    Oversized,
+    /// The range starts at or past the end of an object of this size (a server that
+    /// ignored `Range` and sent the whole object).
+    PastEnd { size: u64 },
+}
+
+/// `Content-Range: bytes a-b/total`; a `*` total is `None`.
+fn content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let total = match total {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((a.parse().ok()?, b.parse().ok()?, total))
+}
+
+/// One GetObject attempt, checked. Objects larger than `limit` are not downloaded
+/// whole: reading stops after `limit + 1` bytes.
 pub(crate) async fn get_object(
     bucket: &Bucket,
     object_key: &str,
-    range: Option<(u64, Option<u64>)>,
+    want: Want,
     limit: usize,
-) -> Result<Got, S3Error> {
+) -> Result<Got, Failure> {
     let mut headers = HeaderMap::with_capacity(8);
-    if let Some((first, last)) = range {
+    if let Want::Range { first, last } = want {
         let value = match last {
             Some(last) => format!("bytes={first}-{last}"),
             None => format!("bytes={first}-"),
         };
-        headers.insert(RANGE, header(&value)?);
+        headers.insert(RANGE, header_value(&value)?);
     }
     headers.insert(
         reqwest::header::ACCEPT,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let request = signed(bucket, Method::GET, object_key, EMPTY_SHA256, headers).await?;
-    let mut reply = success(request.send().await?).await?;
+    let url = object_url(bucket, object_key)?;
+    let request = signed(bucket, Method::GET, url, EMPTY_SHA256, headers).await?;
+    let reply = success(request.send().await?).await?;
     let status = reply.status().as_u16();
-    let cap = limit.saturating_add(1);
+    let range = header(&reply, "content-range").map(str::to_owned);
+    let declared = reply.content_length();
+    match (want, status, range) {
+        (Want::Whole, 200, None) => {
+            let body = read(reply, limit.saturating_add(1)).await?;
+            if body.len() > limit {
+                return Ok(Got::Oversized);
+            }
+            check_declared(declared, body.len())?;
+            Ok(Got::Bytes(body))
+        }
+        (Want::Range { first, last }, 200, None) => {
+            // The server ignored `Range`: this is the whole object.
+            let mut body = read(reply, limit.saturating_add(1)).await?;
+            if body.len() > limit {
+                return Ok(Got::Oversized);
+            }
+            check_declared(declared, body.len())?;
+            let size = body.len() as u64;
+            if first >= size {
+                return Ok(Got::PastEnd { size });
+            }
+            let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+            body.truncate(end as usize);
+            body.drain(..first as usize);
+            Ok(Got::Bytes(body))
+        }
+        (Want::Range { first, last }, 206, Some(range)) => {
+            let Some((a, b, total)) = content_range(&range) else {
+                return Err(Failure::Invalid(format!(
+                    "a 206 reply with Content-Range {range:?}"
+                )));
+            };
+            let total = total.ok_or_else(|| {
+                Failure::Invalid(format!("a 206 reply with no total in {range:?}"))
+            })?;
+            if total > limit as u64 {
+                return Ok(Got::Oversized);
+            }
+            let asked = match last {
+                Some(last) => format!("bytes={first}-{last}"),
+                None => format!("bytes={first}-"),
+            };
+            // The reply must start where asked and end where asked, or at the end.
+            let ends_right = match last {
+                Some(last) => b == last || (b < last && b + 1 == total),
+                None => b + 1 == total,
+            };
+            if a != first || b < a || b >= total || !ends_right {
+                return Err(Failure::Invalid(format!(
+                    "asked for {asked}, the reply holds bytes {a}-{b} of {total}"
+                )));
+            }
+            let expected = (b - a + 1) as usize;
+            let body = read(reply, expected.saturating_add(1)).await?;
+            if body.len() != expected {
+                return Err(Failure::Invalid(format!(
+                    "asked for {asked}, the reply's Content-Range promised {expected} bytes and its body held {}",
+                    body.len()
+                )));
+            }
+            Ok(Got::Bytes(body))
+        }
+        (Want::Whole, 206, _) => Err(Failure::Invalid(
+            "a 206 partial reply to a whole-object read".into(),
+        )),
+        (_, 200, Some(range)) => Err(Failure::Invalid(format!(
+            "a 200 reply carrying Content-Range {range:?}"
+        ))),
+        (_, 206, None) => Err(Failure::Invalid("a 206 reply without Content-Range".into())),
+        (_, status, _) => Err(Failure::Invalid(format!(
+            "HTTP {status} to a GetObject request"
+        ))),
+    }
+}
+
+/// A body whose `Content-Length` was given must hold exactly that.
+fn check_declared(declared: Option<u64>, got: usize) -> Result<(), Failure> {
+    match declared {
+        Some(n) if n != got as u64 => Err(Failure::Invalid(format!(
+            "Content-Length was {n}, the body held {got} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads at most `cap` bytes of the body into a buffer sized from `Content-Length`.
+async fn read(mut reply: Response, cap: usize) -> Result<Vec<u8>, Failure> {
     let expected = reply
         .content_length()
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -57,5 +184,19 @@ pub(crate) async fn get_object(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Got { status, body })
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses_what_s3_sends() {
+        assert_eq!(content_range("bytes 0-9/10"), Some((0, 9, Some(10))));
+        assert_eq!(content_range("bytes 5-5/*"), Some((5, 5, None)));
+        assert_eq!(content_range("bytes */10"), None);
+        assert_eq!(content_range("bytes 1-x/10"), None);
+        assert_eq!(content_range("items 0-9/10"), None);
+    }
 }

@@ -19,11 +19,12 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::Method;
-use s3::error::S3Error;
 use s3::Bucket;
 use sha2::{Digest, Sha256};
 
-use super::sign::{header, signed, success};
+use super::error::Failure;
+use super::reply::success;
+use super::sign::{header, object_url, signed};
 
 /// A block ready to be sent: the body and its digests, shared by every attempt.
 #[derive(Clone)]
@@ -39,8 +40,7 @@ impl Upload {
     /// Copies the block once (the request must own it) and hashes it once, or twice
     /// with `content_md5`.
     pub(crate) fn new(data: &[u8], content_md5: bool) -> Upload {
-        let md5 =
-            content_md5.then(|| BASE64_STANDARD.encode(<md5::Md5 as md5::Digest>::digest(data)));
+        let md5 = content_md5.then(|| BASE64_STANDARD.encode(md5::Md5::digest(data)));
         Upload {
             body: Bytes::copy_from_slice(data),
             sha256: hex::encode(Sha256::digest(data)),
@@ -49,12 +49,12 @@ impl Upload {
     }
 }
 
-/// One PutObject attempt; a reply other than 2xx is `HttpFailWithBody`.
+/// One PutObject attempt.
 pub(crate) async fn put_object(
     bucket: &Bucket,
     object_key: &str,
     upload: &Upload,
-) -> Result<(), S3Error> {
+) -> Result<(), Failure> {
     let mut headers = HeaderMap::with_capacity(10);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(upload.body.len()));
     headers.insert(
@@ -64,7 +64,8 @@ pub(crate) async fn put_object(
     if let Some(md5) = &upload.md5 {
         headers.insert(HeaderName::from_static("content-md5"), header(md5)?);
     }
-    let request = signed(bucket, Method::PUT, object_key, &upload.sha256, headers).await?;
+    let url = object_url(bucket, object_key)?;
+    let request = signed(bucket, Method::PUT, url, &upload.sha256, headers).await?;
     success(request.body(upload.body.clone()).send().await?).await?;
     Ok(())
 }

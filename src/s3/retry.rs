@@ -6,7 +6,6 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use s3::error::S3Error;
 use tokio::time::Instant;
 
 use super::error::Failure;
@@ -38,14 +37,23 @@ pub(crate) fn backoff(n: u32) -> Duration {
 }
 
 impl RetryPolicy {
+    /// The moment a call that starts now must be done by: every request the call makes,
+    /// retries included, shares it.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.deadline
+    }
+
     /// Runs `attempt` until it succeeds, fails in a way retrying cannot help, runs out of
-    /// retries, or the whole call's deadline comes.
-    pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, Failure>
+    /// retries, or `deadline` comes.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, S3Error>>,
+        Fut: Future<Output = Result<T, Failure>>,
     {
-        let deadline = Instant::now() + self.deadline;
         let mut retries = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -55,7 +63,7 @@ impl RetryPolicy {
             let failure =
                 match tokio::time::timeout(self.attempt_timeout.min(remaining), attempt()).await {
                     Ok(Ok(value)) => return Ok(value),
-                    Ok(Err(e)) => Failure::from_s3(e),
+                    Ok(Err(failure)) => failure,
                     Err(_) => Failure::TimedOut,
                 };
             if !failure.is_retryable() || retries >= self.max_retries {
@@ -75,6 +83,10 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
+    fn failure(status: u16) -> Failure {
+        Failure::Reply(super::super::error::S3Failure::parse(status, ""))
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -93,10 +105,14 @@ mod tests {
         };
         let mut attempts = 0;
         let started = std::time::Instant::now();
-        let result: Result<(), Failure> = runtime().block_on(policy.run(|| {
-            attempts += 1;
-            async { Err(S3Error::HttpFailWithBody(503, String::new())) }
-        }));
+        let result: Result<(), Failure> = runtime().block_on(async {
+            policy
+                .run(policy.deadline(), || {
+                    attempts += 1;
+                    async { Err(failure(503)) }
+                })
+                .await
+        });
         let elapsed = started.elapsed();
         assert!(
             matches!(&result, Err(Failure::Reply(r)) if r.status == 503),
@@ -115,24 +131,32 @@ mod tests {
             deadline: Duration::from_secs(30),
         };
         let mut attempts = 0;
-        let result: Result<(), Failure> = runtime().block_on(policy.run(|| {
-            attempts += 1;
-            async { Err(S3Error::HttpFailWithBody(500, String::new())) }
-        }));
+        let result: Result<(), Failure> = runtime().block_on(async {
+            policy
+                .run(policy.deadline(), || {
+                    attempts += 1;
+                    async { Err(failure(500)) }
+                })
+                .await
+        });
         assert!(result.is_err());
         assert_eq!(attempts, 3);
         let mut attempts = 0;
-        let result = runtime().block_on(policy.run(|| {
-            attempts += 1;
-            let n = attempts;
-            async move {
-                if n < 2 {
-                    Err(S3Error::HttpFailWithBody(503, String::new()))
-                } else {
-                    Ok(n)
-                }
-            }
-        }));
+        let result = runtime().block_on(async {
+            policy
+                .run(policy.deadline(), || {
+                    attempts += 1;
+                    let n = attempts;
+                    async move {
+                        if n < 2 {
+                            Err(failure(503))
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                })
+                .await
+        });
         assert_eq!(result.unwrap(), 2);
     }
 

@@ -1,10 +1,10 @@
-//! Object requests signed with SigV4 through rust-s3's own signing helpers, sent on the
-//! bucket's reqwest client (its connection pool and time limit). The writer and the
-//! reader use them to move each block with one hash and one copy.
+//! Requests signed with SigV4 through rust-s3's own signing helpers, sent on the
+//! bucket's reqwest client (its connection pool and time limit). Every request the store
+//! makes goes through here, so each reply reaches the store's own checks whole.
 
 use hmac::Mac;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, HOST};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder};
 use s3::error::S3Error;
 use s3::signing;
 use s3::Bucket;
@@ -20,11 +20,24 @@ pub(crate) fn header(value: &str) -> Result<HeaderValue, S3Error> {
 }
 
 /// The object's URL, encoded exactly as rust-s3 encodes it for its own requests.
-fn object_url(bucket: &Bucket, object_key: &str) -> Result<Url, S3Error> {
+pub(crate) fn object_url(bucket: &Bucket, object_key: &str) -> Result<Url, S3Error> {
     let mut url = bucket.url();
     url.push('/');
     url.push_str(&signing::uri_encode(object_key, false));
     Ok(Url::parse(&url)?)
+}
+
+/// The bucket's URL with a query (`list-type=2&prefix=…`, `delete`), encoded as rust-s3
+/// encodes its own.
+pub(crate) fn bucket_url(bucket: &Bucket, query: &[(&str, &str)]) -> Result<Url, S3Error> {
+    let mut url = Url::parse(&format!("{}/", bucket.url()))?;
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            pairs.append_pair(k, v);
+        }
+    }
+    Ok(url)
 }
 
 /// `20261124T061900Z`, SigV4's timestamp.
@@ -33,16 +46,15 @@ fn long_date(now: &OffsetDateTime) -> Result<String, S3Error> {
     Ok(now.format(format)?)
 }
 
-/// A request for `object_key` with `headers` added, signed over them and over the hex
+/// A request for `url` with `headers` added, signed over them and over the hex
 /// `payload_sha256`; anonymous credentials leave it unsigned.
 pub(crate) async fn signed(
     bucket: &Bucket,
     method: Method,
-    object_key: &str,
+    url: Url,
     payload_sha256: &str,
     mut headers: HeaderMap,
 ) -> Result<RequestBuilder, S3Error> {
-    let url = object_url(bucket, object_key)?;
     let now = OffsetDateTime::now_utc();
     let region = bucket.region();
     let host = bucket.host();
@@ -88,17 +100,6 @@ pub(crate) async fn signed(
         request = request.timeout(timeout);
     }
     Ok(request)
-}
-
-/// The reply if it is a 2xx; otherwise `HttpFailWithBody`, as rust-s3's `fail-on-err`
-/// reports every other request's failure.
-pub(crate) async fn success(reply: Response) -> Result<Response, S3Error> {
-    let status = reply.status();
-    if status.is_success() {
-        return Ok(reply);
-    }
-    let body = reply.text().await.unwrap_or_default();
-    Err(S3Error::HttpFailWithBody(status.as_u16(), body))
 }
 
 #[cfg(test)]

@@ -1,36 +1,48 @@
 //! `S3Store`: blocks as objects in an S3 bucket, under a key prefix.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3::serde_types::ObjectIdentifier;
 use s3::Bucket;
+use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
 use crate::key::{check_key, check_prefix, validate_key, MAX_KEY_LEN};
 use crate::store::{
-    check_block_len, check_range_len, clamp_range, op, BlockRef, BlockStore, DeleteTally,
+    check_block_len, check_range_len, offset_past_end, op, BlockRef, BlockStore, DeleteTally,
     BLOCK_SIZE,
 };
 
 use super::client::Client;
 use super::config::S3Config;
-use super::error::{Failure, S3Failure};
-use super::get::{get_object, Got};
+use super::delete::{delete_object, delete_objects};
+use super::error::Failure;
+use super::get::{get_object, Got, Want};
+use super::head::{head_object, Head};
+use super::list::{list_page, Cursor, Page};
 use super::put::{put_object, Upload};
 use super::retry::RetryPolicy;
 
 /// Keys per ListObjectsV2 page and per DeleteObjects request (the S3 maximum).
 const PAGE: usize = 1000;
 
+/// What the store knows of its bucket, to tell a missing key from a missing bucket
+/// after a HEAD 404 (which has no body) without asking every time.
+const BUCKET_UNKNOWN: u8 = 0;
+const BUCKET_EXISTS: u8 = 1;
+/// The bucket could not be checked (the credentials may not list it): a HEAD 404 is
+/// taken as a missing key.
+const BUCKET_UNCHECKABLE: u8 = 2;
+
 /// A store that keeps each block as the object `key_prefix + key` in one bucket.
 ///
 /// # Client
 ///
-/// rust-s3's async API on a small tokio runtime owned by the store: calls are blocking,
+/// Requests are signed with rust-s3's SigV4 helpers and sent on its bucket's reqwest
+/// client, driven by a small tokio runtime owned by the store: calls are blocking,
 /// connections are kept alive and shared by all threads, and a caller that is itself
 /// inside a tokio runtime works too. Opening contacts nobody; [`BlockStore::health_check`]
 /// does. rust-s3's own retries are switched off (`s3::set_retries(0)`, which is
@@ -38,18 +50,39 @@ const PAGE: usize = 1000;
 ///
 /// # Retries and time limits
 ///
-/// 500, 502, 503, 504, 408, 429, 400 `RequestTimeout`, connection failures and timeouts
-/// are retried, at most `max_retries` times, with exponential backoff and jitter; 501,
-/// 403, 404, 416 and other 4xx never are. Each attempt is bounded by
-/// `request_timeout_secs` and the whole call by `operation_deadline_secs`. A write or
-/// delete that fails with `Timeout` or a transport error may still take effect.
+/// 500, 502, 503, 504, 408, 429, 400 `RequestTimeout`, connection failures, timeouts
+/// and replies that fail the checks below are retried, at most `max_retries` times per
+/// request, with exponential backoff and jitter; 501, 403, 404, 416 and other 4xx never
+/// are. Each attempt is bounded by `request_timeout_secs`, and each call as a whole,
+/// however many requests it makes (listing pages, delete batches, a bucket check), by
+/// `operation_deadline_secs`. A write or delete that fails with `Timeout` or a
+/// transport error may still take effect.
+///
+/// # Replies are checked
+///
+/// No reply is used before it is checked against its request: a read's status,
+/// `Content-Range` and body length; a listing page's document, prefix, order and
+/// continuation token; a DeleteObjects reply key by key (a key counts as deleted only
+/// when the reply says so, and keys it does not mention are sent again). A reply that
+/// fails a check is a retryable error, never data and never a reported success. Error
+/// bodies are read up to 64 KiB; one that is cut is a transport failure, retried.
 ///
 /// # Errors
 ///
-/// `NotFound` only for 404 `NoSuchKey` (or a HEAD 404 in a bucket that exists); a
-/// missing bucket is `Config` for every operation, deletes included; 416 is
-/// `InvalidRange`; 403 `PermissionDenied`; an unreachable endpoint `Unavailable`.
-/// Errors keep the status, code and message of a reply, never its body.
+/// `NotFound` only for 404 `NoSuchKey`, or a HEAD 404 once the bucket is known to exist
+/// (checked once per store, and again after any `NoSuchBucket`); a missing bucket is
+/// `Config` for every operation, deletes included; 416 is `InvalidRange`; 403
+/// `PermissionDenied` (for a HEAD, AWS answers 403 also when the key is missing and
+/// the credentials may not list the bucket: the message says so); an unreachable
+/// endpoint `Unavailable`. Errors keep the status, code and message of a reply, never
+/// its body.
+///
+/// # Prefix deletes
+///
+/// Each listing page is deleted with one DeleteObjects request (with `Content-MD5`),
+/// or one request per key where the server does not implement it (a 501, or GCS's 400
+/// `NotImplemented`), or with `batch_delete = false`. A block that another caller
+/// deletes between the listing and the delete may be counted by both.
 ///
 /// # Hierarchy
 ///
@@ -61,20 +94,28 @@ const PAGE: usize = 1000;
 /// check is a one-key listing).
 pub struct S3Store {
     client: Client,
+    inner: Arc<Inner>,
+    gate: Gate,
+}
+
+/// What every request of the store needs, shared with the futures that make them.
+struct Inner {
+    bucket: Arc<Bucket>,
     key_prefix: String,
     policy: RetryPolicy,
     /// Send `Content-MD5` with writes too.
     content_md5: bool,
-    /// Set once the server answered DeleteObjects with 501: single deletes from then on.
-    no_multi_delete: AtomicBool,
-    gate: Gate,
+    /// Cleared by `batch_delete = false`, or once the server said it does not
+    /// implement DeleteObjects: single deletes from then on.
+    batch_delete: AtomicBool,
+    bucket_state: AtomicU8,
 }
 
 impl fmt::Debug for S3Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Store")
-            .field("bucket", &self.client.bucket.name())
-            .field("key_prefix", &self.key_prefix)
+            .field("bucket", &self.inner.bucket.name())
+            .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -84,8 +125,8 @@ impl S3Store {
     pub fn open(config: S3Config) -> Result<S3Store> {
         config.validate()?;
         let client = Client::new(&config)?;
-        Ok(S3Store {
-            client,
+        let inner = Inner {
+            bucket: client.bucket.clone(),
             policy: RetryPolicy {
                 max_retries: config.max_retries,
                 attempt_timeout: Duration::from_secs(config.request_timeout_secs),
@@ -93,197 +134,283 @@ impl S3Store {
             },
             key_prefix: config.key_prefix,
             content_md5: config.content_md5,
-            no_multi_delete: AtomicBool::new(false),
+            batch_delete: AtomicBool::new(config.batch_delete),
+            bucket_state: AtomicU8::new(BUCKET_UNKNOWN),
+        };
+        Ok(S3Store {
+            client,
+            inner: Arc::new(inner),
             gate: Gate::default(),
         })
     }
 
     /// The object key of `key`, checked against the 1024-byte limit of S3.
     fn object_key(&self, op: &'static str, key: &str) -> Result<String> {
-        if self.key_prefix.len() + key.len() > MAX_KEY_LEN {
+        let prefix = &self.inner.key_prefix;
+        if prefix.len() + key.len() > MAX_KEY_LEN {
             return Err(Error::new(ErrorKind::InvalidKey, op)
                 .with_key(key)
                 .with_detail(format!(
                     "key_prefix + key is {} bytes, S3 allows {MAX_KEY_LEN}",
-                    self.key_prefix.len() + key.len()
+                    prefix.len() + key.len()
                 )));
         }
-        let mut full = String::with_capacity(self.key_prefix.len() + key.len());
-        full.push_str(&self.key_prefix);
+        let mut full = String::with_capacity(prefix.len() + key.len());
+        full.push_str(prefix);
         full.push_str(key);
         Ok(full)
     }
 
-    /// The bucket handle for a request's future, which must own what it uses.
-    fn bucket(&self) -> Arc<Bucket> {
-        self.client.bucket.clone()
+    /// Runs one call of the store on its runtime: `f` gets the shared state and the
+    /// call's deadline.
+    fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let deadline = inner.policy.deadline();
+        self.client.run(op, f(inner, deadline))?
     }
 
-    /// Whether the bucket exists (to tell a missing key from a missing bucket after a
-    /// HEAD 404, which has no body).
-    fn bucket_missing(&self, op: &'static str, key: &str) -> Result<bool> {
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let prefix = self.key_prefix.clone();
-        let listed = self.client.run(op, async move {
-            policy
-                .run(|| bucket.list_page(prefix.clone(), None, None, None, Some(1)))
+    /// HEAD of a block.
+    fn head(&self, op: &'static str, key: &str) -> Result<Head> {
+        let full = self.object_key(op, key)?;
+        let key = key.to_owned();
+        self.call(op, move |inner, deadline| async move {
+            let bucket = inner.bucket.clone();
+            match inner
+                .policy
+                .run(deadline, || head_object(&bucket, &full))
                 .await
-        })?;
-        match listed {
-            Ok(_) => Ok(false),
-            Err(Failure::Reply(S3Failure {
-                status: 404,
-                ref code,
-                ..
-            })) if code == "NoSuchBucket" => Ok(true),
-            Err(f) => Err(f.into_error(op, key, false)),
+            {
+                Ok(head) => Ok(head),
+                // A HEAD reply has no body: a missing bucket looks like a missing key.
+                Err(f) if f.status() == Some(404) => Err(inner.absent(op, &key, deadline).await),
+                Err(f) if f.status() == Some(403) => Err(inner.fail(f, op, &key, false).with_detail(
+                    "AWS also answers 403 to a HEAD of a missing key when the credentials may not list the bucket",
+                )),
+                Err(f) => Err(inner.fail(f, op, &key, false)),
+            }
+        })
+    }
+}
+
+impl Inner {
+    /// The error a caller sees for `f`; a missing bucket makes the store check the
+    /// bucket again at the next HEAD 404.
+    fn fail(&self, f: Failure, op: &'static str, key: &str, writes: bool) -> Error {
+        let e = f.into_error(op, key, writes);
+        if e.kind() == ErrorKind::Config {
+            self.bucket_state.store(BUCKET_UNKNOWN, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// The error for a HEAD 404 of `key`: NotFound once the bucket is known to exist (or
+    /// cannot be checked), a Config error when it is missing.
+    async fn absent(&self, op: &'static str, key: &str, deadline: Instant) -> Error {
+        let not_found = || Error::new(ErrorKind::NotFound, op).with_key(key);
+        match self.bucket_state.load(Ordering::Relaxed) {
+            BUCKET_EXISTS => return not_found(),
+            BUCKET_UNCHECKABLE => {
+                return not_found()
+                    .with_detail("the bucket's existence cannot be checked with these credentials")
+            }
+            _ => {}
+        }
+        let cursor = Cursor {
+            prefix: self.key_prefix.clone(),
+            ..Cursor::default()
+        };
+        let bucket = self.bucket.clone();
+        match self
+            .policy
+            .run(deadline, || list_page(&bucket, &cursor, 1))
+            .await
+        {
+            Ok(_) => {
+                self.bucket_state.store(BUCKET_EXISTS, Ordering::Relaxed);
+                not_found()
+            }
+            Err(f) if f.status() == Some(403) => {
+                self.bucket_state
+                    .store(BUCKET_UNCHECKABLE, Ordering::Relaxed);
+                not_found()
+                    .with_detail("the bucket's existence cannot be checked with these credentials")
+            }
+            Err(f) => self.fail(f, op, key, false),
         }
     }
 
-    fn missing_bucket(op: &'static str, key: &str) -> Error {
-        Error::new(ErrorKind::Config, op)
-            .with_key(key)
-            .with_detail("the bucket does not exist")
-    }
-
-    /// Walks the listing of `prefix` page by page, handing each page's (key, size)
-    /// pairs, without the key prefix and valid keys only, to `each`.
-    fn pages(
+    /// The next listing page after `cursor`, checked.
+    async fn page(
         &self,
         op: &'static str,
-        prefix: &str,
-        mut each: impl FnMut(Vec<BlockRef>) -> Result<()>,
-    ) -> Result<()> {
-        let full_prefix = format!("{}{prefix}", self.key_prefix);
-        let mut token: Option<String> = None;
-        loop {
-            let bucket = self.bucket();
-            let policy = self.policy;
-            let (p, t) = (full_prefix.clone(), token.clone());
-            let page = self
-                .client
-                .run(op, async move {
-                    policy
-                        .run(|| bucket.list_page(p.clone(), None, t.clone(), None, Some(PAGE)))
-                        .await
-                })?
-                .map_err(|f| f.into_error(op, prefix, false))?
-                .0;
-            let blocks = page
-                .contents
-                .into_iter()
-                .filter_map(|o| {
-                    let key = o.key.strip_prefix(&self.key_prefix)?;
-                    validate_key(key).is_ok().then(|| BlockRef {
-                        key: key.to_owned(),
-                        size: o.size,
-                    })
-                })
-                .collect();
-            each(blocks)?;
-            match (page.is_truncated, page.next_continuation_token) {
-                (true, Some(next)) => token = Some(next),
-                _ => return Ok(()),
-            }
-        }
+        shown: &str,
+        cursor: &Cursor,
+        max_keys: usize,
+        deadline: Instant,
+    ) -> Result<Page> {
+        let bucket = self.bucket.clone();
+        self.policy
+            .run(deadline, || list_page(&bucket, cursor, max_keys))
+            .await
+            .map_err(|f| self.fail(f, op, shown, false))
     }
 
-    /// Deletes one page of keys; returns how many were deleted and the failures.
-    fn delete_page(&self, keys: Vec<String>) -> Result<(u64, Vec<(String, Error)>)> {
-        if keys.is_empty() {
-            return Ok((0, Vec::new()));
+    /// The blocks of a page: keys without the key prefix, valid keys only (other
+    /// objects in the bucket are not blocks of this store).
+    fn blocks(&self, page: Page) -> impl Iterator<Item = BlockRef> + '_ {
+        page.objects.into_iter().filter_map(|(key, size)| {
+            let key = key.strip_prefix(&self.key_prefix)?;
+            validate_key(key).is_ok().then(|| BlockRef {
+                key: key.to_owned(),
+                size,
+            })
+        })
+    }
+
+    /// Every block under `prefix`, page by page, within one deadline.
+    async fn list(&self, prefix: &str, deadline: Instant) -> Result<Vec<BlockRef>> {
+        let mut cursor = Cursor {
+            prefix: format!("{}{prefix}", self.key_prefix),
+            ..Cursor::default()
+        };
+        let mut all = Vec::new();
+        while !cursor.done {
+            let page = self.page(op::LIST, prefix, &cursor, PAGE, deadline).await?;
+            cursor.advance(&page);
+            all.extend(self.blocks(page));
         }
-        if !self.no_multi_delete.load(Ordering::Relaxed) {
-            let bucket = self.bucket();
-            let policy = self.policy;
-            let objects: Vec<ObjectIdentifier> = keys
+        Ok(all)
+    }
+
+    /// Deletes every block under `prefix`, page by page, within one deadline.
+    async fn delete_prefix(&self, prefix: &str, deadline: Instant) -> Result<u64> {
+        let mut cursor = Cursor {
+            prefix: format!("{}{prefix}", self.key_prefix),
+            ..Cursor::default()
+        };
+        let mut tally = DeleteTally::default();
+        while !cursor.done {
+            let page = self
+                .page(op::DELETE_PREFIX, prefix, &cursor, PAGE, deadline)
+                .await
+                .map_err(|e| tally.interrupted(e))?;
+            cursor.advance(&page);
+            let keys: Vec<String> = self.blocks(page).map(|b| b.key).collect();
+            self.delete_keys(keys, deadline, &mut tally)
+                .await
+                .map_err(|e| tally.interrupted(e))?;
+        }
+        tally.outcome(prefix)
+    }
+
+    /// Deletes one page of blocks, counting into `tally` only what the server
+    /// confirmed. `Err` ends the whole prefix delete (a missing bucket, the deadline).
+    async fn delete_keys(
+        &self,
+        keys: Vec<String>,
+        deadline: Instant,
+        tally: &mut DeleteTally,
+    ) -> Result<()> {
+        let mut remaining = keys;
+        let mut rounds = 0;
+        while !remaining.is_empty() && self.batch_delete.load(Ordering::Relaxed) {
+            let full: Vec<String> = remaining
                 .iter()
-                .map(|k| ObjectIdentifier::new(format!("{}{k}", self.key_prefix)))
+                .map(|k| format!("{}{k}", self.key_prefix))
                 .collect();
-            let result = self.client.run(op::DELETE_PREFIX, async move {
-                policy.run(|| bucket.delete_objects(objects.clone())).await
-            })?;
-            match result {
-                Ok(reply) => {
-                    let failed = reply
-                        .errors
-                        .into_iter()
-                        .map(|e| {
-                            let key = e
-                                .key
-                                .strip_prefix(&self.key_prefix)
-                                .unwrap_or(&e.key)
-                                .to_owned();
-                            let failure = Failure::Reply(S3Failure {
-                                status: if e.code == "AccessDenied" { 403 } else { 500 },
-                                code: e.code,
-                                message: e.message,
-                            });
-                            let err = failure.into_error(op::DELETE, &key, true);
-                            (key, err)
-                        })
-                        .collect::<Vec<_>>();
-                    let deleted = (keys.len() - failed.len()) as u64;
-                    return Ok((deleted, failed));
-                }
-                Err(f) if f.status() == Some(501) => {
-                    self.no_multi_delete.store(true, Ordering::Relaxed);
+            let bucket = self.bucket.clone();
+            let reply = self
+                .policy
+                .run(deadline, || delete_objects(&bucket, &full))
+                .await;
+            let outcome = match reply {
+                Ok(outcome) => outcome,
+                Err(f) if not_implemented(&f) => {
+                    self.batch_delete.store(false, Ordering::Relaxed);
+                    break;
                 }
                 Err(f) => {
-                    return Err(f.into_error(
-                        op::DELETE_PREFIX,
-                        keys.first().map_or("", |k| k),
-                        true,
-                    ))
+                    let e = self.fail(f, op::DELETE_PREFIX, &remaining[0], true);
+                    if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
+                        return Err(e);
+                    }
+                    for key in remaining {
+                        tally.failed(key, like(&e, op::DELETE));
+                    }
+                    return Ok(());
                 }
-            }
-        }
-        let mut deleted = 0;
-        let mut failed = Vec::new();
-        for key in keys {
-            match self.delete_one(op::DELETE_PREFIX, &key) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.kind() == ErrorKind::Config => return Err(e),
-                Err(e) => failed.push((key, e)),
-            }
-        }
-        Ok((deleted, failed))
-    }
-
-    /// HEAD of a block; a 404 is NotFound when the bucket exists, else Config.
-    fn head(&self, op: &'static str, key: &str) -> Result<s3::serde_types::HeadObjectResult> {
-        let full = self.object_key(op, key)?;
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let head = self.client.run(op, async move {
-            policy.run(|| bucket.head_object(full.clone())).await
-        })?;
-        match head {
-            Ok((head, _)) => Ok(head),
-            // A HEAD reply has no body: a missing bucket looks like a missing key.
-            Err(f) if f.status() == Some(404) => {
-                if self.bucket_missing(op, key)? {
-                    Err(Self::missing_bucket(op, key))
+            };
+            let strip = |k: String| match k.strip_prefix(&self.key_prefix) {
+                Some(short) => short.to_owned(),
+                None => k,
+            };
+            tally.removed(outcome.deleted.len() as u64);
+            let mut again: Vec<String> = outcome.unconfirmed.into_iter().map(strip).collect();
+            for (key, failure) in outcome.failed {
+                let key = strip(key);
+                if failure.is_retryable() && rounds < self.policy.max_retries {
+                    again.push(key);
                 } else {
-                    Err(Error::new(ErrorKind::NotFound, op).with_key(key))
+                    let e = Failure::Reply(failure).into_error(op::DELETE, &key, true);
+                    tally.failed(key, e);
                 }
             }
-            Err(f) => Err(f.into_error(op, key, false)),
+            remaining = again;
+            rounds += 1;
+            if !remaining.is_empty()
+                && (rounds > self.policy.max_retries || Instant::now() >= deadline)
+            {
+                for key in remaining {
+                    let e = Error::new(ErrorKind::Backend, op::DELETE)
+                        .with_key(&key)
+                        .with_detail("DeleteObjects confirmed neither its deletion nor an error")
+                        .with_retryable(true);
+                    tally.failed(key, e);
+                }
+                return Ok(());
+            }
         }
+        for key in remaining {
+            let full = format!("{}{key}", self.key_prefix);
+            let bucket = self.bucket.clone();
+            match self
+                .policy
+                .run(deadline, || delete_object(&bucket, &full))
+                .await
+            {
+                Ok(()) => tally.removed(1),
+                Err(f) => {
+                    let e = self.fail(f, op::DELETE, &key, true);
+                    if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
+                        return Err(e);
+                    }
+                    tally.failed(key, e);
+                }
+            }
+        }
+        Ok(())
     }
+}
 
-    fn delete_one(&self, op: &'static str, key: &str) -> Result<()> {
-        let full = self.object_key(op, key)?;
-        let bucket = self.bucket();
-        let policy = self.policy;
-        self.client
-            .run(op, async move {
-                policy.run(|| bucket.delete_object(full.clone())).await
-            })?
-            .map(|_| ())
-            .map_err(|f| f.into_error(op, key, true))
+/// Whether a DeleteObjects failure says the server does not implement it: a 501, or
+/// GCS's XML API's 400 `NotImplemented`.
+fn not_implemented(f: &Failure) -> bool {
+    match f {
+        Failure::Reply(r) => r.status == 501 || (r.status == 400 && r.code == "NotImplemented"),
+        _ => false,
     }
+}
+
+/// An error of the same kind as `e`, for another key of the same batch.
+fn like(e: &Error, op: &'static str) -> Error {
+    Error::new(e.kind(), op)
+        .with_detail(e.detail().unwrap_or_default().to_owned())
+        .with_retryable(e.is_retryable())
 }
 
 /// An object under a block's key that is larger than any block: not ours to return.
@@ -299,35 +426,38 @@ impl BlockStore for S3Store {
         check_key(op::WRITE, key)?;
         check_block_len(key, data.len())?;
         let full = self.object_key(op::WRITE, key)?;
-        let bucket = self.bucket();
-        let policy = self.policy;
         // The future must own its data ('static): one copy, and one hash for all attempts.
-        let upload = Upload::new(data, self.content_md5);
-        self.client
-            .run(op::WRITE, async move {
-                policy.run(|| put_object(&bucket, &full, &upload)).await
-            })?
-            .map_err(|f| f.into_error(op::WRITE, key, true))
+        let upload = Upload::new(data, self.inner.content_md5);
+        let key = key.to_owned();
+        self.call(op::WRITE, move |inner, deadline| async move {
+            let bucket = inner.bucket.clone();
+            inner
+                .policy
+                .run(deadline, || put_object(&bucket, &full, &upload))
+                .await
+                .map_err(|f| inner.fail(f, op::WRITE, &key, true))
+        })
     }
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
         let _pass = self.gate.enter(op::READ)?;
         check_key(op::READ, key)?;
         let full = self.object_key(op::READ, key)?;
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let got = self
-            .client
-            .run(op::READ, async move {
-                policy
-                    .run(|| get_object(&bucket, &full, None, BLOCK_SIZE))
-                    .await
-            })?
-            .map_err(|f| f.into_error(op::READ, key, false))?;
-        if got.body.len() > BLOCK_SIZE {
-            return Err(oversized(op::READ, key));
-        }
-        Ok(got.body)
+        let key = key.to_owned();
+        self.call(op::READ, move |inner, deadline| async move {
+            let bucket = inner.bucket.clone();
+            let got = inner
+                .policy
+                .run(deadline, || {
+                    get_object(&bucket, &full, Want::Whole, BLOCK_SIZE)
+                })
+                .await
+                .map_err(|f| inner.fail(f, op::READ, &key, false))?;
+            match got {
+                Got::Bytes(body) => Ok(body),
+                Got::Oversized | Got::PastEnd { .. } => Err(oversized(op::READ, &key)),
+            }
+        })
     }
 
     fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -336,60 +466,44 @@ impl BlockStore for S3Store {
         check_range_len(key, length)?;
         let full = self.object_key(op::READ_RANGE, key)?;
         // Range ends are inclusive. A length past any block's end reads to the end.
-        let end = offset
+        let last = offset
             .checked_add(length - 1)
             .filter(|end| *end < BLOCK_SIZE as u64);
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let got = self
-            .client
-            .run(op::READ_RANGE, async move {
-                policy
-                    .run(|| get_object(&bucket, &full, Some((offset, end)), BLOCK_SIZE))
-                    .await
-            })?
-            .map_err(|f| {
-                let e = f.into_error(op::READ_RANGE, key, false);
-                if e.kind() == ErrorKind::InvalidRange {
-                    Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
-                        .with_key(key)
-                        .with_detail(format!(
-                            "offset {offset} is at or past the end of the block"
-                        ))
-                } else {
-                    e
-                }
-            })?;
-        let Got { status, mut body } = got;
-        if status == 200 {
-            // The server ignored the Range header and sent the whole object.
-            if body.len() > BLOCK_SIZE {
-                return Err(oversized(op::READ_RANGE, key));
+        let want = Want::Range {
+            first: offset,
+            last,
+        };
+        let key = key.to_owned();
+        self.call(op::READ_RANGE, move |inner, deadline| async move {
+            let bucket = inner.bucket.clone();
+            let got = inner
+                .policy
+                .run(deadline, || get_object(&bucket, &full, want, BLOCK_SIZE))
+                .await
+                .map_err(|f| {
+                    let e = inner.fail(f, op::READ_RANGE, &key, false);
+                    if e.kind() == ErrorKind::InvalidRange {
+                        Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+                            .with_key(&key)
+                            .with_detail(format!(
+                                "offset {offset} is at or past the end of the block"
+                            ))
+                    } else {
+                        e
+                    }
+                })?;
+            match got {
+                Got::Bytes(body) => Ok(body),
+                Got::PastEnd { size } => Err(offset_past_end(&key, offset, size)),
+                Got::Oversized => Err(oversized(op::READ_RANGE, &key)),
             }
-            let range = clamp_range(key, body.len() as u64, offset, length)?;
-            body.truncate(range.end);
-            body.drain(..range.start);
-            return Ok(body);
-        }
-        if body.len() as u64 > length {
-            return Err(Error::new(ErrorKind::Backend, op::READ_RANGE)
-                .with_key(key)
-                .with_detail("the server sent more bytes than the range asked for"));
-        }
-        Ok(body)
+        })
     }
 
     fn block_size(&self, key: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::SIZE)?;
         check_key(op::SIZE, key)?;
-        self.head(op::SIZE, key)?
-            .content_length
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Backend, op::SIZE)
-                    .with_key(key)
-                    .with_detail("no Content-Length in the reply")
-            })
+        Ok(self.head(op::SIZE, key)?.size)
     }
 
     fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
@@ -397,67 +511,59 @@ impl BlockStore for S3Store {
         check_key(op::SIZE, key)?;
         // A single-part upload's ETag is the MD5 of its content, in hex and quotes; a
         // multipart ETag ends in `-N` and is not.
-        let etag = self.head(op::SIZE, key)?.e_tag.unwrap_or_default();
-        let hex = etag.trim_matches('"');
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
+        let etag = self.head(op::SIZE, key)?.etag.unwrap_or_default();
         let mut md5 = [0u8; 16];
-        for (i, byte) in md5.iter_mut().enumerate() {
-            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
-                Ok(b) => *byte = b,
-                Err(_) => return Ok(None),
-            }
-        }
-        Ok(Some(md5))
+        Ok(hex::decode_to_slice(etag.trim_matches('"'), &mut md5)
+            .ok()
+            .map(|()| md5))
     }
 
     fn delete_block(&self, key: &str) -> Result<()> {
         let _pass = self.gate.enter(op::DELETE)?;
         check_key(op::DELETE, key)?;
-        self.delete_one(op::DELETE, key)
+        let full = self.object_key(op::DELETE, key)?;
+        let key = key.to_owned();
+        self.call(op::DELETE, move |inner, deadline| async move {
+            let bucket = inner.bucket.clone();
+            inner
+                .policy
+                .run(deadline, || delete_object(&bucket, &full))
+                .await
+                .map_err(|f| inner.fail(f, op::DELETE, &key, true))
+        })
     }
 
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
         let _pass = self.gate.enter(op::DELETE_PREFIX)?;
         check_prefix(op::DELETE_PREFIX, prefix)?;
-        let mut tally = DeleteTally::default();
-        self.pages(op::DELETE_PREFIX, prefix, |page| {
-            let (n, errors) = self.delete_page(page.into_iter().map(|b| b.key).collect())?;
-            tally.removed(n);
-            for (key, e) in errors {
-                tally.failed(key, e);
-            }
-            Ok(())
-        })?;
-        tally.outcome(prefix)
+        let prefix = prefix.to_owned();
+        self.call(op::DELETE_PREFIX, move |inner, deadline| async move {
+            inner.delete_prefix(&prefix, deadline).await
+        })
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
         let _pass = self.gate.enter(op::LIST)?;
         check_prefix(op::LIST, prefix)?;
-        let mut all = Vec::new();
-        self.pages(op::LIST, prefix, |page| {
-            all.extend(page);
-            Ok(())
-        })?;
-        Ok(all)
+        let prefix = prefix.to_owned();
+        self.call(op::LIST, move |inner, deadline| async move {
+            inner.list(&prefix, deadline).await
+        })
     }
 
     fn health_check(&self) -> Result<()> {
         let _pass = self.gate.enter(op::HEALTH)?;
-        let name = self.client.bucket.name();
-        let bucket = self.bucket();
-        let policy = self.policy;
-        let prefix = self.key_prefix.clone();
-        self.client
-            .run(op::HEALTH, async move {
-                policy
-                    .run(|| bucket.list_page(prefix.clone(), None, None, None, Some(1)))
-                    .await
-            })?
-            .map(|_| ())
-            .map_err(|f| f.into_error(op::HEALTH, &name, false))
+        let name = self.inner.bucket.name();
+        self.call(op::HEALTH, move |inner, deadline| async move {
+            let cursor = Cursor {
+                prefix: inner.key_prefix.clone(),
+                ..Cursor::default()
+            };
+            inner
+                .page(op::HEALTH, &name, &cursor, 1, deadline)
+                .await
+                .map(|_| ())
+        })
     }
 
     fn close(&self) -> Result<()> {

@@ -43,8 +43,24 @@ struct Plan {
     delays: VecDeque<Duration>,
     /// Request bodies still to corrupt (one byte flipped) on the way to the server.
     corrupt: usize,
-    /// Whole responses to answer with instead of the server: (method, raw HTTP reply).
-    canned: VecDeque<(String, String)>,
+    /// Whole responses to answer with instead of the server.
+    canned: VecDeque<Canned>,
+    /// Hold every forwarded response back this long (a slow server).
+    delay_each: Option<Duration>,
+}
+
+/// A response the proxy gives instead of the server.
+struct Canned {
+    /// Only for requests with this method.
+    method: String,
+    /// Only for requests whose target contains this.
+    target: Option<String>,
+    /// The raw HTTP response.
+    raw: Vec<u8>,
+    /// Then this many zero bytes (a huge body), streamed.
+    zeros: usize,
+    /// Close the connection after it (a body that ends at close).
+    close: bool,
 }
 
 struct Shared {
@@ -52,6 +68,8 @@ struct Shared {
     plan: Mutex<Plan>,
     seen: Mutex<Vec<Seen>>,
     accepted: AtomicUsize,
+    /// Bytes of canned huge bodies the client took.
+    streamed: AtomicUsize,
     blackhole: AtomicBool,
     down: AtomicBool,
     stop: AtomicBool,
@@ -82,6 +100,7 @@ impl Proxy {
             plan: Mutex::new(Plan::default()),
             seen: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
+            streamed: AtomicUsize::new(0),
             blackhole: AtomicBool::new(false),
             down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -131,12 +150,50 @@ impl Proxy {
         if method != "HEAD" {
             raw.push_str(body);
         }
-        self.shared
-            .plan
-            .lock()
-            .unwrap()
-            .canned
-            .push_back((method.to_owned(), raw));
+        self.can(method, None, raw.into_bytes(), 0, false);
+    }
+
+    /// Answers the next request with this method (and, if given, a target containing
+    /// `target`) with exactly `raw`, then closes the connection if `close` is set: for
+    /// replies whose headers lie, or whose body ends at close without a length.
+    pub fn reply_raw_next(&self, method: &str, target: Option<&str>, raw: &str, close: bool) {
+        self.can(method, target, raw.as_bytes().to_vec(), 0, close);
+    }
+
+    /// Answers the next `n` requests with this method and target with `status` and
+    /// `body` (a listing page that repeats, say).
+    pub fn reply_next_n(&self, n: usize, method: &str, target: &str, status: u16, body: &str) {
+        for _ in 0..n {
+            let raw = format!(
+                "HTTP/1.1 {status} Canned\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            self.can(method, Some(target), raw.into_bytes(), 0, false);
+        }
+    }
+
+    /// Answers the next request with this method with `status` and a body of `size`
+    /// zero bytes, streamed as long as the client reads.
+    pub fn huge_error_next(&self, method: &str, status: u16, size: usize) {
+        let head = format!(
+            "HTTP/1.1 {status} Huge\r\nContent-Type: application/xml\r\nContent-Length: {size}\r\n\r\n"
+        );
+        self.can(method, None, head.into_bytes(), size, true);
+    }
+
+    /// Holds every forwarded response back for `delay` (`None`: no more).
+    pub fn delay_each_response(&self, delay: Option<Duration>) {
+        self.shared.plan.lock().unwrap().delay_each = delay;
+    }
+
+    fn can(&self, method: &str, target: Option<&str>, raw: Vec<u8>, zeros: usize, close: bool) {
+        self.shared.plan.lock().unwrap().canned.push_back(Canned {
+            method: method.to_owned(),
+            target: target.map(str::to_owned),
+            raw,
+            zeros,
+            close,
+        });
     }
 
     /// Resets the connection after `bytes` bytes of the next forwarded response.
@@ -196,6 +253,11 @@ impl Proxy {
         }
         // That probe connection counted; do not report it.
         self.shared.accepted.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Bytes of huge canned bodies (see [`Proxy::huge_error_next`]) written so far.
+    pub fn streamed(&self) -> usize {
+        self.shared.streamed.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -300,14 +362,37 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         }
         let canned = {
             let mut plan = shared.plan.lock().unwrap();
-            match plan.canned.front() {
-                Some((only, _)) if *only == method => plan.canned.pop_front().map(|(_, r)| r),
-                _ => None,
+            let fits = plan.canned.front().is_some_and(|c| {
+                c.method == method
+                    && c.target
+                        .as_ref()
+                        .is_none_or(|t| target.contains(t.as_str()))
+            });
+            if fits {
+                plan.canned.pop_front()
+            } else {
+                None
             }
         };
-        if let Some(raw) = canned {
+        if let Some(canned) = canned {
             record(shared, &request, &method, &target, Some("canned"));
-            if client.write_all(raw.as_bytes()).is_err() {
+            let delay = shared.plan.lock().unwrap().delay_each;
+            if let Some(d) = delay {
+                thread::sleep(d);
+            }
+            let mut ok = client.write_all(&canned.raw).is_ok();
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = canned.zeros;
+            while ok && left > 0 {
+                let n = left.min(zeros.len());
+                ok = client.write_all(&zeros[..n]).is_ok();
+                if ok {
+                    shared.streamed.fetch_add(n, Ordering::SeqCst);
+                }
+                left -= n;
+            }
+            if !ok || canned.close {
+                let _ = client.shutdown(Shutdown::Both);
                 let _ = upstream.shutdown(Shutdown::Both);
                 return;
             }
@@ -354,7 +439,8 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             if corrupt {
                 plan.corrupt -= 1;
             }
-            (plan.cuts.pop_front(), plan.delays.pop_front(), corrupt)
+            let delay = plan.delays.pop_front().or(plan.delay_each);
+            (plan.cuts.pop_front(), delay, corrupt)
         };
         let mut request = request;
         if corrupt {

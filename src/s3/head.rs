@@ -1,0 +1,31 @@
+//! HeadObject: a block's size and ETag without its bytes.
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use s3::Bucket;
+
+use super::error::Failure;
+use super::reply::{header, success};
+use super::sign::{object_url, signed, EMPTY_SHA256};
+
+/// What a HEAD said about an object.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) size: u64,
+    pub(crate) etag: Option<String>,
+}
+
+/// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size
+/// and is not taken as an answer.
+pub(crate) async fn head_object(bucket: &Bucket, object_key: &str) -> Result<Head, Failure> {
+    let url = object_url(bucket, object_key)?;
+    let request = signed(bucket, Method::HEAD, url, EMPTY_SHA256, HeaderMap::new()).await?;
+    let reply = success(request.send().await?).await?;
+    let size = header(&reply, "content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Failure::Invalid("a HEAD reply without Content-Length".into()))?;
+    Ok(Head {
+        size,
+        etag: header(&reply, "etag").map(str::to_owned),
+    })
+}

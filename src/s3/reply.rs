@@ -1,0 +1,108 @@
+//! Reading replies: a 2xx goes on to the caller's checks; anything else becomes the
+//! [`Failure`] it describes, from at most [`ERROR_BODY_LIMIT`] bytes of its body.
+//!
+//! An error body that is cut mid-way (the connection reset, or it ends before its
+//! `Content-Length`) is a transport failure and is retried: its code may be the very
+//! thing that says "not found" or "retry". A huge error body is never read whole.
+
+use reqwest::header::HeaderName;
+use reqwest::Response;
+
+use super::error::{chain, Failure, S3Failure};
+
+/// The most of an error reply's body that is read; a real one is a few hundred bytes.
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The reply if its status is 2xx; otherwise the failure it describes.
+pub(crate) async fn success(reply: Response) -> Result<Response, Failure> {
+    if reply.status().is_success() {
+        Ok(reply)
+    } else {
+        Err(failure(reply).await)
+    }
+}
+
+/// The failure an error reply describes: its status, and the code and message of the
+/// first [`ERROR_BODY_LIMIT`] bytes of its body.
+async fn failure(mut reply: Response) -> Failure {
+    let status = reply.status().as_u16();
+    let mut body = Vec::new();
+    loop {
+        match reply.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_LIMIT - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() == ERROR_BODY_LIMIT {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Failure::Transport(format!(
+                    "the body of an HTTP {status} reply was cut: {}",
+                    chain(&e.without_url())
+                ))
+            }
+        }
+    }
+    Failure::Reply(S3Failure::parse(status, &String::from_utf8_lossy(&body)))
+}
+
+/// Reads a 2xx reply's body whole; a body longer than `limit` is not a reply to this
+/// request.
+pub(crate) async fn body(mut reply: Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::Invalid(format!(
+                "a reply body longer than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A header's value as text, if the reply has it.
+pub(crate) fn header<'a>(reply: &'a Response, name: &'static str) -> Option<&'a str> {
+    reply
+        .headers()
+        .get(HeaderName::from_static(name))
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The name of the root element of an XML document (`ListBucketResult`, `Error`, …).
+pub(crate) fn root_element(body: &[u8]) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)) => {
+                return Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
+            Ok(quick_xml::events::Event::Eof) | Err(_) => return None,
+            Ok(_) => buf.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_element_names_the_document() {
+        let list = b"<?xml version=\"1.0\"?>\n<ListBucketResult xmlns=\"x\"><Name>b</Name></ListBucketResult>";
+        assert_eq!(root_element(list).as_deref(), Some("ListBucketResult"));
+        assert_eq!(
+            root_element(b"<DeleteResult/>").as_deref(),
+            Some("DeleteResult")
+        );
+        assert_eq!(
+            root_element(b"<Error><Code>x</Code>").as_deref(),
+            Some("Error")
+        );
+        assert_eq!(root_element(b"not xml"), None);
+        assert_eq!(root_element(b""), None);
+    }
+}
