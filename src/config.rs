@@ -202,6 +202,7 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
                 .ok_or_else(|| config_error("block_store.filesystem", "section is missing"))?;
             Arc::new(crate::fs::FsStore::open(fs)?)
         }
+        #[cfg(feature = "s3")]
         Backend::S3 => {
             let s3 = config
                 .block_store
@@ -209,6 +210,13 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
                 .clone()
                 .ok_or_else(|| config_error("block_store.s3", "section is missing"))?;
             Arc::new(crate::s3::S3Store::open(s3)?)
+        }
+        #[cfg(not(feature = "s3"))]
+        Backend::S3 => {
+            return Err(config_error(
+                "block_store.type",
+                "this build of blockstore has no S3 backend: build it with the `s3` feature",
+            ))
         }
     };
     match config.pool {

@@ -23,7 +23,9 @@ pub use fs::{FsConfig, FsStore};
 pub use key::{block_key, parse_block_key, BlockKey};
 pub use memory::MemoryStore;
 pub use pool::{Pool, PoolConfig};
-pub use s3::{S3Config, S3Store};
+pub use s3::S3Config;
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
 pub use store::{BlockRef, BlockStore, BLOCK_SIZE};
 
 /// The README's examples, compiled and run as doc tests.

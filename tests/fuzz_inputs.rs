@@ -9,7 +9,6 @@ use std::sync::Arc;
 use blockstore::key::{validate_key, validate_prefix};
 use blockstore::{
     block_key, parse_block_key, BlockStore, Config, ErrorKind, FsConfig, FsStore, MemoryStore,
-    S3Store,
 };
 use proptest::prelude::*;
 
@@ -142,11 +141,12 @@ proptest! {
     }
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn accepted_keys_round_trip_on_s3() {
     let config = support::s3::config();
     let _cleanup = support::s3::Cleanup(config.clone());
-    let store: Arc<dyn BlockStore> = Arc::new(S3Store::open(config).unwrap());
+    let store: Arc<dyn BlockStore> = Arc::new(blockstore::S3Store::open(config).unwrap());
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: cases(40).min(80),
         failure_persistence: None,

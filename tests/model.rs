@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use blockstore::{BlockStore, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, S3Store};
+use blockstore::{BlockStore, FsConfig, FsStore, MemoryStore, Pool, PoolConfig};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::model::{apply_store, strategy, Model, Op};
 
@@ -85,11 +85,12 @@ fn pool_over_filesystem_matches_the_hierarchical_model() {
     });
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_matches_the_model() {
     check(cases(12).min(24), 30, false, || {
         let config = support::s3::config();
-        let store = S3Store::open(config.clone()).unwrap();
+        let store = blockstore::S3Store::open(config.clone()).unwrap();
         (Arc::new(store), Box::new(support::s3::Cleanup(config)))
     });
 }

@@ -7,9 +7,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};
 
-use blockstore::{
-    BlockStore, ErrorKind, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, S3Store,
-};
+use blockstore::{BlockStore, ErrorKind, FsConfig, FsStore, MemoryStore, Pool, PoolConfig};
 
 /// `[writer id u64][len u32][payload][checksum u64]`: a torn or blended value fails to
 /// decode, and the id says which write it came from.
@@ -149,9 +147,10 @@ fn pool_over_filesystem_under_concurrency() {
     );
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_under_concurrency() {
     let config = support::s3::config();
     let _cleanup = support::s3::Cleanup(config.clone());
-    run(Arc::new(S3Store::open(config).unwrap()), 4, 60);
+    run(Arc::new(blockstore::S3Store::open(config).unwrap()), 4, 60);
 }

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod model;
+#[cfg(feature = "s3")]
 pub mod proxy;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -77,9 +77,13 @@ pub fn unique(stem: &str) -> String {
 }
 
 fn moto_path() -> Option<PathBuf> {
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    if local.exists() {
-        return Some(local);
+    // scripts/test.sh installs it into the workspace root's .venv.
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for root in here.ancestors().take(2) {
+        let local = root.join(".venv/bin/moto_server");
+        if local.exists() {
+            return Some(local);
+        }
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -2,7 +2,8 @@
 //! filesystem backend, copies to moto (or the configured S3 server) and back, an
 //! interrupted copy resumed, and bad configuration files.
 
-mod support;
+#[path = "../../tests/support/s3.rs"]
+mod s3_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,7 +31,7 @@ fn fs_config(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn s3_config(dir: &Path) -> PathBuf {
-    let c = support::s3::config();
+    let c = s3_support::config();
     let path = dir.join("s3.toml");
     let text = format!(
         "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"{}\"\nendpoint = \"{}\"\nforce_path_style = true\n\
@@ -242,7 +243,7 @@ fn copy_to_s3_and_back_with_verify() {
     let dir = tempfile::tempdir().unwrap();
     let fs = fs_config(dir.path(), "src");
     let s3 = s3_config(dir.path());
-    let _cleanup = support::s3::Cleanup(support::s3::config_from_file(&s3));
+    let _cleanup = s3_support::Cleanup(s3_support::config_from_file(&s3));
     for i in 0..12 {
         cli(&fs)
             .args(["put", &format!("share/f{}/chunk-0/block-{i}", i % 3)])

@@ -1,0 +1,1 @@
+//! Nothing here: the examples are this crate's `[[example]]` targets.
