@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use blockstore::{BlockRef, BlockStore, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, Result};
+use blockstore::backend::{Backend, Checked, Fields, MemoryBackend};
+use blockstore::pool::Write;
+use blockstore::{BlockStore, Blocks, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, Result};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_channel::{bounded, Sender};
 
@@ -51,7 +53,8 @@ fn latency(c: &mut Criterion) {
 }
 
 /// Every call takes 5 ms, as a slow remote store would.
-struct Sleepy(MemoryStore);
+#[derive(Default)]
+struct Sleepy(MemoryBackend);
 
 impl Sleepy {
     fn nap(&self) {
@@ -59,40 +62,40 @@ impl Sleepy {
     }
 }
 
-impl BlockStore for Sleepy {
-    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
+impl Backend for Sleepy {
+    fn name(&self) -> &'static str {
+        "sleepy"
+    }
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.nap();
-        self.0.write_block(key, data)
+        self.0.write(key, data)
     }
-    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.nap();
-        self.0.read_block(key)
+        self.0.read(key)
     }
-    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         self.nap();
-        self.0.read_block_range(key, offset, length)
+        self.0.read_range(key, offset, length)
     }
-    fn block_size(&self, key: &str) -> Result<u64> {
+    fn size(&self, key: &str) -> Result<u64> {
         self.nap();
-        self.0.block_size(key)
+        self.0.size(key)
     }
-    fn delete_block(&self, key: &str) -> Result<()> {
+    fn delete(&self, key: &str) -> Result<()> {
         self.nap();
-        self.0.delete_block(key)
+        self.0.delete(key)
     }
-    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         self.nap();
-        self.0.delete_by_prefix(prefix)
+        self.0.delete_prefix(prefix)
     }
-    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
+    fn scan(&self, prefix: &str, start_after: Option<&str>, fields: Fields) -> Result<Blocks<'_>> {
         self.nap();
-        self.0.list_blocks(prefix)
+        self.0.scan(prefix, start_after, fields)
     }
-    fn health_check(&self) -> Result<()> {
-        self.0.health_check()
-    }
-    fn close(&self) -> Result<()> {
-        self.0.close()
+    fn health(&self) -> Result<()> {
+        self.0.health()
     }
 }
 
@@ -101,7 +104,7 @@ fn scaling(c: &mut Criterion) {
     group.sample_size(10);
     for workers in [1usize, 4, 16, 64] {
         let pool = Pool::new(
-            Arc::new(Sleepy(MemoryStore::new())),
+            Arc::new(Checked::from_backend(Sleepy::default())),
             PoolConfig {
                 workers,
                 queue_capacity: 256,
@@ -112,10 +115,11 @@ fn scaling(c: &mut Criterion) {
         group.throughput(Throughput::Elements(ops as u64));
         group.bench_function(BenchmarkId::from_parameter(workers), |b| {
             b.iter(|| {
-                let batch: Vec<(String, Vec<u8>)> = (0..ops)
-                    .map(|i| (format!("s/{i}"), vec![1u8; 64]))
-                    .collect();
-                let results = pool.write_blocks(batch);
+                let batch = (0..ops).map(|i| Write {
+                    key: format!("s/{i}"),
+                    data: vec![1u8; 64],
+                });
+                let results = pool.batch(batch).in_order();
                 assert!(results.iter().all(|r| r.is_ok()));
             })
         });

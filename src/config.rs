@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::FsConfig;
 use crate::memory::MemoryStore;
+use crate::op::Op;
 use crate::pool::{Pool, PoolConfig};
 use crate::s3::S3Config;
 use crate::store::BlockStore;
@@ -34,7 +35,7 @@ pub struct Config {
 pub struct BlockStoreConfig {
     /// `type`: the backend to open.
     #[serde(rename = "type")]
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// `[block_store.filesystem]`.
     #[serde(default)]
     pub filesystem: Option<FsConfig>,
@@ -47,7 +48,7 @@ pub struct BlockStoreConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
-pub enum Backend {
+pub enum BackendKind {
     /// `"memory"`: [`MemoryStore`].
     Memory,
     /// `"filesystem"`: the filesystem backend.
@@ -57,7 +58,7 @@ pub enum Backend {
 }
 
 fn config_error(key: &str, why: &str) -> Error {
-    Error::new(ErrorKind::Config, "config")
+    Error::new(ErrorKind::Config, Op::Config)
         .with_key(key)
         .with_detail(why.to_owned())
 }
@@ -78,7 +79,7 @@ impl Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(ErrorKind::Config, "config")
+            Error::new(ErrorKind::Config, Op::Config)
                 .with_key(&path.display().to_string())
                 .with_detail("cannot read the file")
                 .with_source(e)
@@ -86,7 +87,7 @@ impl Config {
         Config::from_toml_str(&text).map_err(|e| {
             let detail = e.detail().unwrap_or_default().to_owned();
             let key = e.key().unwrap_or_default().to_owned();
-            Error::new(ErrorKind::Config, "config")
+            Error::new(ErrorKind::Config, Op::Config)
                 .with_key(&format!("{}: {key}", path.display()))
                 .with_detail(detail)
         })
@@ -97,7 +98,7 @@ impl Config {
     pub fn filesystem(base_path: impl Into<std::path::PathBuf>) -> Config {
         Config {
             block_store: BlockStoreConfig {
-                backend: Backend::Filesystem,
+                backend: BackendKind::Filesystem,
                 filesystem: Some(FsConfig::new(base_path)),
                 s3: None,
             },
@@ -124,10 +125,10 @@ impl Config {
             ))
         };
         match store.backend {
-            Backend::Filesystem if store.filesystem.is_none() => {
+            BackendKind::Filesystem if store.filesystem.is_none() => {
                 missing("filesystem", "filesystem")
             }
-            Backend::S3 if store.s3.is_none() => missing("s3", "s3"),
+            BackendKind::S3 if store.s3.is_none() => missing("s3", "s3"),
             _ => Ok(()),
         }
     }
@@ -193,8 +194,8 @@ fn toml_error(text: &str, err: &toml::de::Error, path: &str) -> Error {
 pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
     config.validate()?;
     let store: Arc<dyn BlockStore> = match config.block_store.backend {
-        Backend::Memory => Arc::new(MemoryStore::new()),
-        Backend::Filesystem => {
+        BackendKind::Memory => Arc::new(MemoryStore::new()),
+        BackendKind::Filesystem => {
             let fs = config
                 .block_store
                 .filesystem
@@ -203,7 +204,7 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
             Arc::new(crate::fs::FsStore::open(fs)?)
         }
         #[cfg(feature = "s3")]
-        Backend::S3 => {
+        BackendKind::S3 => {
             let s3 = config
                 .block_store
                 .s3
@@ -212,7 +213,7 @@ pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
             Arc::new(crate::s3::S3Store::open(s3)?)
         }
         #[cfg(not(feature = "s3"))]
-        Backend::S3 => {
+        BackendKind::S3 => {
             return Err(config_error(
                 "block_store.type",
                 "this build of blockstore has no S3 backend: build it with the `s3` feature",

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::op::Op;
+
 /// The result type of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -129,7 +131,7 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub struct Error {
     kind: ErrorKind,
-    op: &'static str,
+    op: Op,
     key: Option<Box<str>>,
     detail: Option<Box<str>>,
     retryable: bool,
@@ -138,8 +140,8 @@ pub struct Error {
 }
 
 impl Error {
-    /// An error of `kind` from operation `op` (e.g. `"write"`), with no key yet.
-    pub fn new(kind: ErrorKind, op: &'static str) -> Self {
+    /// An error of `kind` from operation `op`, with no key yet.
+    pub fn new(kind: ErrorKind, op: Op) -> Self {
         Error {
             kind,
             op,
@@ -183,12 +185,6 @@ impl Error {
         self
     }
 
-    /// Replaces the operation name, for wrappers that report the caller's operation.
-    pub fn with_op(mut self, op: &'static str) -> Self {
-        self.op = op;
-        self
-    }
-
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -200,8 +196,8 @@ impl Error {
         self.retryable
     }
 
-    /// The operation that failed, e.g. `"write"`.
-    pub fn op(&self) -> &'static str {
+    /// The operation that failed.
+    pub fn op(&self) -> Op {
         self.op
     }
 
@@ -222,7 +218,7 @@ impl Error {
 
     /// Maps an I/O error onto a kind by its errno; anything unrecognised is `Backend`.
     /// Running out of file descriptors is a retryable `Backend` error that says so.
-    pub fn from_io(op: &'static str, err: std::io::Error) -> Self {
+    pub fn from_io(op: Op, err: std::io::Error) -> Self {
         let exhausted = match err.raw_os_error() {
             Some(libc::EMFILE) => Some(
                 "the process is out of file descriptors (EMFILE): raise its limit (ulimit -n) or do less at once",
@@ -258,7 +254,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.op)?;
+        f.write_str(self.op.name())?;
         if let Some(key) = &self.key {
             write!(f, " {key}")?;
         }
@@ -292,9 +288,9 @@ mod tests {
 
     #[test]
     fn display_names_operation_key_and_kind() {
-        let e = Error::new(ErrorKind::NotFound, "read").with_key("export/a/chunk-0/block-3");
+        let e = Error::new(ErrorKind::NotFound, Op::Read).with_key("export/a/chunk-0/block-3");
         assert_eq!(e.to_string(), "read export/a/chunk-0/block-3: not found");
-        let e = Error::new(ErrorKind::InvalidKey, "write")
+        let e = Error::new(ErrorKind::InvalidKey, Op::Write)
             .with_key("a//b")
             .with_detail("empty segment");
         assert_eq!(e.to_string(), "write a//b: invalid key: empty segment");
@@ -302,12 +298,12 @@ mod tests {
 
     #[test]
     fn retryable_defaults_and_override() {
-        assert!(Error::new(ErrorKind::Timeout, "read").is_retryable());
-        assert!(Error::new(ErrorKind::Unavailable, "read").is_retryable());
-        assert!(Error::new(ErrorKind::Busy, "read").is_retryable());
-        assert!(!Error::new(ErrorKind::NotFound, "read").is_retryable());
-        assert!(!Error::new(ErrorKind::Backend, "read").is_retryable());
-        assert!(Error::new(ErrorKind::Backend, "read")
+        assert!(Error::new(ErrorKind::Timeout, Op::Read).is_retryable());
+        assert!(Error::new(ErrorKind::Unavailable, Op::Read).is_retryable());
+        assert!(Error::new(ErrorKind::Busy, Op::Read).is_retryable());
+        assert!(!Error::new(ErrorKind::NotFound, Op::Read).is_retryable());
+        assert!(!Error::new(ErrorKind::Backend, Op::Read).is_retryable());
+        assert!(Error::new(ErrorKind::Backend, Op::Read)
             .with_retryable(true)
             .is_retryable());
     }
@@ -347,12 +343,12 @@ mod tests {
             (libc::EIO, ErrorKind::Backend),
         ];
         for (errno, kind) in cases {
-            let e = Error::from_io("write", std::io::Error::from_raw_os_error(errno));
+            let e = Error::from_io(Op::Write, std::io::Error::from_raw_os_error(errno));
             assert_eq!(e.kind(), kind, "errno {errno}");
             assert!(!e.is_retryable(), "errno {errno}");
         }
         for (errno, says) in [(libc::EMFILE, "process"), (libc::ENFILE, "system")] {
-            let e = Error::from_io("read", std::io::Error::from_raw_os_error(errno));
+            let e = Error::from_io(Op::Read, std::io::Error::from_raw_os_error(errno));
             assert_eq!(e.kind(), ErrorKind::Backend);
             assert!(e.is_retryable(), "errno {errno}");
             assert!(
@@ -365,7 +361,7 @@ mod tests {
 
     #[test]
     fn details_add_up() {
-        let e = Error::new(ErrorKind::Backend, "write")
+        let e = Error::new(ErrorKind::Backend, Op::Write)
             .with_detail("inner")
             .with_detail("outer");
         assert_eq!(e.detail(), Some("outer: inner"));

@@ -19,6 +19,7 @@
 //! `a/.` and `a/b-` are valid, `/a`, `a//` and `a/../` are not.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::op::Op;
 
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -128,16 +129,16 @@ pub fn validate_prefix(prefix: &str) -> std::result::Result<(), KeyRule> {
 }
 
 /// Checks a key for operation `op`, as an [`ErrorKind::InvalidKey`] error naming the rule.
-pub fn check_key(op: &'static str, key: &str) -> Result<()> {
+pub fn check_key(op: Op, key: &str) -> Result<()> {
     validate_key(key).map_err(|rule| invalid(op, key, rule))
 }
 
 /// Checks a prefix for operation `op`, as an [`ErrorKind::InvalidKey`] error naming the rule.
-pub fn check_prefix(op: &'static str, prefix: &str) -> Result<()> {
+pub fn check_prefix(op: Op, prefix: &str) -> Result<()> {
     validate_prefix(prefix).map_err(|rule| invalid(op, prefix, rule))
 }
 
-fn invalid(op: &'static str, key: &str, rule: KeyRule) -> Error {
+fn invalid(op: Op, key: &str, rule: KeyRule) -> Error {
     // A key with control characters is shown escaped so the message stays one line.
     let shown: String = if rule == KeyRule::ForbiddenChar || key.len() > 200 {
         let escaped: String = key.chars().flat_map(char::escape_debug).collect();
@@ -195,7 +196,7 @@ pub struct BlockKey<'a> {
 /// ```
 pub fn parse_block_key(key: &str) -> Result<BlockKey<'_>> {
     let fail = |why: &str| {
-        Error::new(ErrorKind::InvalidKey, "parse block key")
+        Error::new(ErrorKind::InvalidKey, Op::ParseKey)
             .with_key(key)
             .with_detail(format!(
                 "{why} (expected {{content_id}}/chunk-{{n}}/block-{{n}})"
@@ -327,31 +328,31 @@ mod tests {
 
     #[test]
     fn invalid_key_error_names_key_and_rule() {
-        let e = check_key("write", "a//b").unwrap_err();
+        let e = check_key(Op::Write, "a//b").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidKey);
         assert_eq!(
             e.to_string(),
             "write a//b: invalid key: has an empty segment ('//')"
         );
-        let e = check_key("read", "a\nb").unwrap_err();
+        let e = check_key(Op::Read, "a\nb").unwrap_err();
         assert!(e.to_string().contains("a\\nb"), "{e}");
     }
 
     #[test]
     fn long_or_odd_keys_are_shown_escaped_and_cut_short() {
         // Short keys are shown as they are, quotes and all.
-        let e = check_key("write", "it's//x").unwrap_err();
+        let e = check_key(Op::Write, "it's//x").unwrap_err();
         assert_eq!(e.key(), Some("it's//x"));
         // Exactly 200 bytes: still shown as is.
         let at_limit = format!("'{}//", "k".repeat(197));
         assert_eq!(at_limit.len(), 200);
         assert_eq!(
-            check_key("write", &at_limit).unwrap_err().key(),
+            check_key(Op::Write, &at_limit).unwrap_err().key(),
             Some(at_limit.as_str())
         );
         // Longer keys are cut at 200 bytes, on a character boundary, and marked.
         let long = format!("a{}//", "é".repeat(150));
-        let shown = check_key("write", &long)
+        let shown = check_key(Op::Write, &long)
             .unwrap_err()
             .key()
             .unwrap()
@@ -362,7 +363,7 @@ mod tests {
             "cut at byte 199, the last boundary"
         );
         // Control characters are escaped, so the message stays on one line.
-        let e = check_key("read", "a\nb").unwrap_err();
+        let e = check_key(Op::Read, "a\nb").unwrap_err();
         assert_eq!(e.to_string(), "read a\\nb: invalid key: has a control character, U+FFFE or U+FFFF (not allowed in XML)");
     }
 

@@ -1,6 +1,7 @@
 //! The `BlockStore` trait every backend and wrapper implements, and the checks they share.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::op::Op;
 
 /// The largest block a store accepts: 4 MiB.
 pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
@@ -14,13 +15,32 @@ pub struct BlockRef {
     pub size: u64,
 }
 
+/// A streaming listing ([`BlockStore::scan`]): blocks in bytewise key order, each once.
+/// It holds a page or a directory at a time, never the whole store; after an error it
+/// ends.
+pub type Blocks<'a> = Box<dyn Iterator<Item = Result<BlockRef>> + Send + 'a>;
+
 /// A blocking store of immutable blocks of up to [`BLOCK_SIZE`] bytes under string keys.
 ///
-/// Every implementation behaves as the contract in the crate docs says, checked by the
+/// Every implementation behaves as [the contract](crate::contract) says, checked by the
 /// shared conformance suite: errors come in the order `Closed`, `InvalidKey`, argument
 /// errors (`BlockTooLarge`, zero length), then whatever the storage says.
 ///
 /// Object safe; share one as `Arc<dyn BlockStore>` between threads.
+///
+/// ```
+/// use blockstore::{BlockStore, ErrorKind, MemoryStore};
+///
+/// let store: Box<dyn BlockStore> = Box::new(MemoryStore::new());
+/// store.write_block("f/chunk-0/block-0", b"hello")?;
+/// assert_eq!(store.read_block_range("f/chunk-0/block-0", 1, 3)?, b"ell");
+/// assert_eq!(store.block_size("f/chunk-0/block-0")?, 5);
+/// let keys: Vec<String> = store.scan("f/", None)?.map(|b| b.map(|b| b.key)).collect::<Result<_, _>>()?;
+/// assert_eq!(keys, ["f/chunk-0/block-0"]);
+/// assert_eq!(store.delete_by_prefix("f/")?, 1);
+/// assert_eq!(store.read_block("f/chunk-0/block-0").unwrap_err().kind(), ErrorKind::NotFound);
+/// # Ok::<(), blockstore::Error>(())
+/// ```
 pub trait BlockStore: Send + Sync {
     /// Stores `data` under `key`, replacing any previous block (last writer wins).
     fn write_block(&self, key: &str, data: &[u8]) -> Result<()>;
@@ -36,39 +56,30 @@ pub trait BlockStore: Send + Sync {
     /// Reads `min(buf.len(), size - offset)` bytes at `offset` into `buf` and returns the
     /// count; errors as [`BlockStore::read_block_range`], with an empty `buf` as a zero
     /// length.
-    fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let data = self.read_block_range(key, offset, buf.len() as u64)?;
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(data.len())
-    }
+    fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
 
     /// Returns the size of the block in bytes, without reading it.
     fn block_size(&self, key: &str) -> Result<u64>;
-
-    /// The MD5 digest of the block's content when the backend knows it without reading
-    /// the block (S3: the ETag of a single-part upload), `None` when it does not. Lets a
-    /// copy skip identical blocks cheaply. NotFound if the block is absent and the
-    /// backend looked.
-    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
-        let _ = key;
-        Ok(None)
-    }
 
     /// Removes the block; succeeds when it is already absent.
     fn delete_block(&self, key: &str) -> Result<()>;
 
     /// Removes every block whose key starts with `prefix` (plain string prefix; `""`
-    /// means everything) and returns how many this call removed.
+    /// means everything) and returns how many this call removed. A plain prefix also
+    /// matches longer names: `files/1` takes `files/10/…` too; use
+    /// [`content_prefix`](crate::content_prefix) for one content id's blocks.
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64>;
 
+    /// The blocks whose keys start with `prefix` and sort after `start_after` (to
+    /// resume an interrupted scan), in bytewise key order, one page or directory at a
+    /// time. A key present for the whole scan appears exactly once; keys written or
+    /// deleted during it may or may not appear. Each step is a call of its own: it
+    /// fails with `Closed` once the store is closed, and [`BlockStore::close`] does not
+    /// wait for a scan that is left open.
+    fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>>;
+
     /// Lists the full keys that start with `prefix`, sorted bytewise, each once.
-    fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        Ok(self
-            .list_blocks(prefix)?
-            .into_iter()
-            .map(|b| b.key)
-            .collect())
-    }
+    fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>>;
 
     /// Lists the blocks whose keys start with `prefix`, with their sizes, sorted
     /// bytewise by key.
@@ -82,18 +93,6 @@ pub trait BlockStore: Send + Sync {
     fn close(&self) -> Result<()>;
 }
 
-/// Operation names used in error messages, one per trait method.
-pub(crate) mod op {
-    pub const WRITE: &str = "write";
-    pub const READ: &str = "read";
-    pub const READ_RANGE: &str = "read range";
-    pub const SIZE: &str = "size";
-    pub const DELETE: &str = "delete";
-    pub const DELETE_PREFIX: &str = "delete prefix";
-    pub const LIST: &str = "list";
-    pub const HEALTH: &str = "health check";
-}
-
 /// How many names of failed keys a prefix delete's error shows.
 const FAILURES_SHOWN: usize = 5;
 
@@ -101,7 +100,7 @@ const FAILURES_SHOWN: usize = 5;
 /// not. Only the first few failures are kept, so memory stays bounded however many
 /// keys fail.
 #[derive(Debug, Default)]
-pub(crate) struct DeleteTally {
+pub struct DeleteTally {
     deleted: u64,
     failed: u64,
     first: Vec<(String, Error)>,
@@ -109,12 +108,12 @@ pub(crate) struct DeleteTally {
 
 impl DeleteTally {
     /// Counts `n` blocks removed.
-    pub(crate) fn removed(&mut self, n: u64) {
+    pub fn removed(&mut self, n: u64) {
         self.deleted += n;
     }
 
     /// Counts a block that could not be removed.
-    pub(crate) fn failed(&mut self, key: String, error: Error) {
+    pub fn failed(&mut self, key: String, error: Error) {
         self.failed += 1;
         if self.first.len() < FAILURES_SHOWN {
             self.first.push((key, error));
@@ -123,14 +122,14 @@ impl DeleteTally {
 
     /// `e`, from a prefix delete that had to stop, saying how many blocks it removed
     /// before.
-    pub(crate) fn interrupted(&self, e: Error) -> Error {
+    pub fn interrupted(&self, e: Error) -> Error {
         e.with_detail(format!("deleted {} before this", self.deleted))
     }
 
     /// The count, or, if any block could not be deleted, an error of the first
     /// failure's kind that says how many were deleted and names the first few that
     /// failed (never reported as success).
-    pub(crate) fn outcome(self, prefix: &str) -> Result<u64> {
+    pub fn outcome(self, prefix: &str) -> Result<u64> {
         let Some((_, first)) = self.first.first() else {
             return Ok(self.deleted);
         };
@@ -144,7 +143,7 @@ impl DeleteTally {
         } else {
             ""
         };
-        Err(Error::new(first.kind(), op::DELETE_PREFIX)
+        Err(Error::new(first.kind(), Op::DeletePrefix)
             .with_key(prefix)
             .with_retryable(first.is_retryable())
             .with_detail(format!(
@@ -157,9 +156,9 @@ impl DeleteTally {
 }
 
 /// Refuses a block larger than [`BLOCK_SIZE`].
-pub(crate) fn check_block_len(key: &str, len: usize) -> Result<()> {
+pub fn check_block_len(key: &str, len: usize) -> Result<()> {
     if len > BLOCK_SIZE {
-        return Err(Error::new(ErrorKind::BlockTooLarge, op::WRITE)
+        return Err(Error::new(ErrorKind::BlockTooLarge, Op::Write)
             .with_key(key)
             .with_detail(format!("{len} bytes, the limit is {BLOCK_SIZE}")));
     }
@@ -167,9 +166,9 @@ pub(crate) fn check_block_len(key: &str, len: usize) -> Result<()> {
 }
 
 /// Refuses a zero-length range (before any I/O, as the contract orders).
-pub(crate) fn check_range_len(key: &str, length: u64) -> Result<()> {
+pub fn check_range_len(key: &str, length: u64) -> Result<()> {
     if length == 0 {
-        return Err(Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+        return Err(Error::new(ErrorKind::InvalidRange, Op::ReadRange)
             .with_key(key)
             .with_detail("zero length"));
     }
@@ -177,8 +176,8 @@ pub(crate) fn check_range_len(key: &str, length: u64) -> Result<()> {
 }
 
 /// The error for a range that starts at or past the end of the block.
-pub(crate) fn offset_past_end(key: &str, offset: u64, size: u64) -> Error {
-    Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+pub fn offset_past_end(key: &str, offset: u64, size: u64) -> Error {
+    Error::new(ErrorKind::InvalidRange, Op::ReadRange)
         .with_key(key)
         .with_detail(format!(
             "offset {offset} is not below the block size {size}"
@@ -187,7 +186,7 @@ pub(crate) fn offset_past_end(key: &str, offset: u64, size: u64) -> Error {
 
 /// The byte range `[start, end)` of a block of `size` bytes that a range read of
 /// `(offset, length)` covers, or `InvalidRange` when `offset >= size`.
-pub(crate) fn clamp_range(
+pub fn clamp_range(
     key: &str,
     size: u64,
     offset: u64,
@@ -236,7 +235,7 @@ mod tests {
             for i in 0..failures {
                 tally.failed(
                     format!("p/{i}"),
-                    Error::new(ErrorKind::PermissionDenied, op::DELETE),
+                    Error::new(ErrorKind::PermissionDenied, Op::Delete),
                 );
             }
             tally

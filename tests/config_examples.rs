@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use blockstore::{Backend, Config};
+use blockstore::{BackendKind, Config};
 
 fn load(name: &str) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,9 +30,9 @@ fn every_example_parses() {
 
 #[test]
 fn examples_name_their_backend() {
-    assert_eq!(load("memory.toml").block_store.backend, Backend::Memory);
+    assert_eq!(load("memory.toml").block_store.backend, BackendKind::Memory);
     let fs = load("filesystem.toml");
-    assert_eq!(fs.block_store.backend, Backend::Filesystem);
+    assert_eq!(fs.block_store.backend, BackendKind::Filesystem);
     let fs = fs.block_store.filesystem.unwrap();
     assert_eq!((fs.dir_mode, fs.file_mode, fs.fsync), (0o750, 0o640, true));
     for (name, path_style) in [
@@ -41,7 +41,7 @@ fn examples_name_their_backend() {
         ("localstack.toml", true),
     ] {
         let c = load(name);
-        assert_eq!(c.block_store.backend, Backend::S3, "{name}");
+        assert_eq!(c.block_store.backend, BackendKind::S3, "{name}");
         assert_eq!(
             c.block_store.s3.unwrap().force_path_style,
             path_style,

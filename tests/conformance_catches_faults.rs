@@ -4,13 +4,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use blockstore::backend::{Backend, Checked, Fields, MemoryBackend};
 use blockstore::conformance::{Target, CASES};
-use blockstore::{BlockRef, BlockStore, Error, ErrorKind, MemoryStore, Result};
+use blockstore::{BlockRef, Blocks, Error, ErrorKind, Op, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
-    /// No fault: the control. The wrapper relies on the trait's default bodies
-    /// (`read_block_range_into`, `list_by_prefix`, `content_md5`), which must pass too.
+    /// No fault: the control. The backend relies on the `Backend` trait's default
+    /// bodies (`read_range_into`, `list`), which must pass too.
     None,
     /// Listings come back in insertion-independent but unsorted (reversed) order.
     UnsortedListing,
@@ -23,8 +24,9 @@ enum Fault {
     NotFoundAfterRange,
 }
 
+/// A backend with one deliberate mistake, behind the real `Checked` layer.
 struct Faulty {
-    inner: MemoryStore,
+    inner: MemoryBackend,
     fault: Fault,
 }
 
@@ -41,51 +43,54 @@ impl Faulty {
     }
 }
 
-impl BlockStore for Faulty {
-    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.inner.write_block(key, data)
+impl Backend for Faulty {
+    fn name(&self) -> &'static str {
+        "faulty"
     }
-    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
-        self.inner.read_block(key)
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(key, data)
     }
-    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.read(key)
+    }
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         match self.fault {
             Fault::RangeClampedShort => {
-                let block = self.inner.read_block_range(key, offset, length)?;
-                let size = self.inner.block_size(key)?;
-                let mut block = block;
+                let mut block = self.inner.read_range(key, offset, length)?;
+                let size = self.inner.size(key)?;
                 if offset + block.len() as u64 == size && block.len() > 1 {
                     block.pop();
                 }
                 Ok(block)
             }
-            Fault::NotFoundAfterRange if length > 0 => {
-                let size = self.inner.block_size(key).unwrap_or(0);
+            Fault::NotFoundAfterRange => {
+                let size = self.inner.size(key).unwrap_or(0);
                 if offset >= size {
-                    return Err(Error::new(ErrorKind::InvalidRange, "read range").with_key(key));
+                    return Err(Error::new(ErrorKind::InvalidRange, Op::ReadRange).with_key(key));
                 }
-                self.inner.read_block_range(key, offset, length)
+                self.inner.read_range(key, offset, length)
             }
-            _ => self.inner.read_block_range(key, offset, length),
+            _ => self.inner.read_range(key, offset, length),
         }
     }
-    fn block_size(&self, key: &str) -> Result<u64> {
-        self.inner.block_size(key)
+    fn size(&self, key: &str) -> Result<u64> {
+        self.inner.size(key)
     }
-    fn delete_block(&self, key: &str) -> Result<()> {
-        self.inner.delete_block(key)
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
     }
-    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
-        self.inner.delete_by_prefix(prefix)
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        self.inner.delete_prefix(prefix)
     }
-    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
-        Ok(self.reorder(self.inner.list_blocks(prefix)?))
+    fn scan(&self, prefix: &str, start_after: Option<&str>, fields: Fields) -> Result<Blocks<'_>> {
+        let all: Vec<BlockRef> = self
+            .inner
+            .scan(prefix, start_after, fields)?
+            .collect::<Result<_>>()?;
+        Ok(Box::new(self.reorder(all).into_iter().map(Ok)))
     }
-    fn health_check(&self) -> Result<()> {
-        self.inner.health_check()
-    }
-    fn close(&self) -> Result<()> {
-        self.inner.close()
+    fn health(&self) -> Result<()> {
+        self.inner.health()
     }
 }
 
@@ -97,10 +102,10 @@ fn failing_cases(fault: Fault) -> Vec<&'static str> {
         .iter()
         .filter(|(_, case)| {
             let target = Target::new(
-                Arc::new(Faulty {
-                    inner: MemoryStore::new(),
+                Arc::new(Checked::from_backend(Faulty {
+                    inner: MemoryBackend::default(),
                     fault,
-                }),
+                })),
                 false,
             );
             catch_unwind(AssertUnwindSafe(|| case(&target))).is_err()

@@ -50,7 +50,7 @@ proptest! {
                 prop_assert!(validate_prefix(&s[..i]).is_ok(), "{:?} (prefix of {s:?})", &s[..i]);
             }
         }
-        let _ = blockstore::key::check_key("fuzz", &s).map_err(|e| assert_eq!(e.kind(), ErrorKind::InvalidKey));
+        let _ = blockstore::key::check_key(blockstore::Op::Write, &s).map_err(|e| assert_eq!(e.kind(), ErrorKind::InvalidKey));
     }
 
     #[test]

@@ -5,17 +5,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use blockstore::pool::Wait;
+use blockstore::backend::{Backend, Checked, Fields, MemoryBackend};
+use blockstore::pool::{from_fn, Delete, Read, ReadRange, Wait, Write};
 use blockstore::{
-    BlockRef, BlockStore, ErrorKind, FsConfig, FsStore, MemoryStore, Pool, PoolConfig, Result,
+    BlockStore, Blocks, ErrorKind, FsConfig, FsStore, MemoryStore, Op, Pool, PoolConfig, Result,
 };
 use parking_lot::{Condvar, Mutex};
 
-/// A memory store that counts calls in flight, can hold every call until released, and
-/// panics on keys containing `panic`.
+/// A memory backend that counts calls in flight, can hold every call until released,
+/// and panics on keys containing `panic`; used behind the real `Checked` layer.
 #[derive(Default)]
 struct Probe {
-    inner: MemoryStore,
+    inner: MemoryBackend,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     calls: AtomicUsize,
@@ -37,7 +38,7 @@ impl Probe {
         self.released.notify_all();
     }
 
-    fn run<T>(&self, key: &str, op: impl FnOnce(&MemoryStore) -> Result<T>) -> Result<T> {
+    fn run<T>(&self, key: &str, op: impl FnOnce(&MemoryBackend) -> Result<T>) -> Result<T> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -61,48 +62,47 @@ impl Probe {
     }
 }
 
-impl BlockStore for Probe {
-    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.run(key, |s| s.write_block(key, data))
+impl Backend for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
     }
-    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
-        self.run(key, |s| s.read_block(key))
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.run(key, |s| s.write(key, data))
     }
-    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        self.run(key, |s| s.read_block_range(key, offset, length))
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        self.run(key, |s| s.read(key))
     }
-    fn block_size(&self, key: &str) -> Result<u64> {
-        self.run(key, |s| s.block_size(key))
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.run(key, |s| s.read_range(key, offset, length))
     }
-    fn delete_block(&self, key: &str) -> Result<()> {
-        self.run(key, |s| s.delete_block(key))
+    fn size(&self, key: &str) -> Result<u64> {
+        self.run(key, |s| s.size(key))
     }
-    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
-        self.run(prefix, |s| s.delete_by_prefix(prefix))
+    fn delete(&self, key: &str) -> Result<()> {
+        self.run(key, |s| s.delete(key))
     }
-    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
-        self.run(prefix, |s| s.list_blocks(prefix))
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        self.run(prefix, |s| s.delete_prefix(prefix))
     }
-    /// A stand-in digest (the memory store has none): the first 16 bytes of the block,
-    /// padded, so a test can tell it came from here.
-    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
-        self.run(key, |m| {
-            let data = m.read_block(key)?;
-            let mut digest = [0xA5u8; 16];
-            let n = data.len().min(16);
-            digest[..n].copy_from_slice(&data[..n]);
-            Ok(Some(digest))
-        })
+    fn scan(&self, prefix: &str, start_after: Option<&str>, fields: Fields) -> Result<Blocks<'_>> {
+        self.run(prefix, |_| Ok(()))?;
+        self.inner.scan(prefix, start_after, fields)
     }
-    fn health_check(&self) -> Result<()> {
-        self.inner.health_check()
+    fn health(&self) -> Result<()> {
+        self.inner.health()
     }
-    fn close(&self) -> Result<()> {
-        self.inner.close()
+    fn shut_down(&self) -> Result<()> {
+        self.inner.shut_down()
     }
 }
 
-fn pool(probe: &Arc<Probe>, workers: usize, queue_capacity: usize) -> Pool {
+type Probed = Checked<Probe>;
+
+fn probe(p: Probe) -> Arc<Probed> {
+    Arc::new(Checked::from_backend(p))
+}
+
+fn pool(probe: &Arc<Probed>, workers: usize, queue_capacity: usize) -> Pool {
     Pool::new(
         probe.clone(),
         PoolConfig {
@@ -138,19 +138,20 @@ fn zero_workers_or_queue_is_a_config_error() {
 
 #[test]
 fn batches_keep_input_order_and_isolate_failures() {
-    let probe = Arc::new(Probe::default());
+    let probe = probe(Probe::default());
     let p = pool(&probe, 4, 4);
-    let writes: Vec<(String, Vec<u8>)> = (0..50)
-        .map(|i| {
-            let key = match i {
-                7 => "bad//key".to_string(),
-                13 => "k/panic".to_string(),
-                _ => format!("k/{i:02}"),
-            };
-            (key, vec![i as u8; i * 10])
-        })
-        .collect();
-    let results = p.write_blocks(writes);
+    let writes = (0..50).map(|i| {
+        let key = match i {
+            7 => "bad//key".to_string(),
+            13 => "k/panic".to_string(),
+            _ => format!("k/{i:02}"),
+        };
+        Write {
+            key,
+            data: vec![i as u8; i * 10],
+        }
+    });
+    let results = p.batch(writes).in_order();
     assert_eq!(results.len(), 50);
     for (i, r) in results.iter().enumerate() {
         match i {
@@ -167,8 +168,11 @@ fn batches_keep_input_order_and_isolate_failures() {
             _ => assert!(r.is_ok(), "write {i}: {r:?}"),
         }
     }
-    let keys: Vec<String> = (0..50).map(|i| format!("k/{i:02}")).collect();
-    let reads = p.read_blocks(&keys);
+    let reads = p
+        .batch((0..50).map(|i| Read {
+            key: format!("k/{i:02}"),
+        }))
+        .in_order();
     assert_eq!(reads.len(), 50);
     for (i, r) in reads.iter().enumerate() {
         match i {
@@ -176,8 +180,12 @@ fn batches_keep_input_order_and_isolate_failures() {
             _ => assert_eq!(r.as_ref().unwrap(), &vec![i as u8; i * 10], "read {i}"),
         }
     }
-    let ranges: Vec<(String, u64, u64)> = (1..50).map(|i| (format!("k/{i:02}"), 1, 3)).collect();
-    let ranged = p.read_ranges(&ranges);
+    let ranges = (1..50).map(|i| ReadRange {
+        key: format!("k/{i:02}"),
+        offset: 1,
+        length: 3,
+    });
+    let ranged = p.batch(ranges).in_order();
     assert_eq!(ranged.len(), 49);
     for (j, r) in ranged.iter().enumerate() {
         let i = j + 1;
@@ -186,7 +194,9 @@ fn batches_keep_input_order_and_isolate_failures() {
             _ => assert_eq!(r.as_ref().unwrap(), &vec![i as u8; 3], "range {i}"),
         }
     }
-    let deletes = p.delete_blocks(&["k/00", "a//b", "k/01"]);
+    let deletes = p
+        .batch(["k/00", "a//b", "k/01"].map(|k| Delete { key: k.into() }))
+        .in_order();
     assert_eq!(deletes.len(), 3);
     assert!(deletes[0].is_ok() && deletes[2].is_ok());
     assert_eq!(
@@ -200,57 +210,66 @@ fn batches_keep_input_order_and_isolate_failures() {
 
 #[test]
 fn streaming_batches_keep_at_most_workers_in_flight() {
-    let probe = Arc::new(Probe::default());
+    let probe = probe(Probe::default());
     let p = pool(&probe, 6, 2);
     let mut seen = vec![false; 10_000];
-    let mut delivered = 0u64;
-    p.for_each_write(
-        (0..10_000).map(|i| (format!("s/{i}"), vec![1u8; 16])),
-        |i, r| {
-            r.unwrap();
-            assert!(!seen[i], "result {i} delivered twice");
-            seen[i] = true;
-            // Submitted but not yet handed to this callback: never more than the workers.
-            let s = p.stats();
-            let submitted = s.done + s.failed + s.queued + s.running + s.cancelled;
-            assert!(
-                submitted - delivered <= 6,
-                "{} jobs outstanding after {delivered} results",
-                submitted - delivered
-            );
-            delivered += 1;
-        },
-    );
+    let writes = (0..10_000).map(|i| Write {
+        key: format!("s/{i}"),
+        data: vec![1u8; 16],
+    });
+    for (delivered, (i, r)) in p.batch(writes).enumerate() {
+        let delivered = delivered as u64;
+        r.unwrap();
+        assert!(!seen[i], "result {i} delivered twice");
+        seen[i] = true;
+        // Submitted but not yet handed to the caller: never more than the workers.
+        let s = p.stats();
+        let submitted = s.done + s.failed + s.queued + s.running + s.cancelled;
+        assert!(
+            submitted - delivered <= 6,
+            "{} jobs outstanding after {delivered} results",
+            submitted - delivered
+        );
+    }
     assert!(seen.iter().all(|s| *s));
     let mut reads = 0;
-    p.for_each_read((0..10_000).map(|i| format!("s/{i}")), |_, r| {
+    for (_, r) in p.batch((0..10_000).map(|i| Read {
+        key: format!("s/{i}"),
+    })) {
         assert_eq!(r.unwrap().len(), 16);
         reads += 1;
-    });
+    }
     assert_eq!(reads, 10_000);
     let mut ranged = vec![false; 1000];
-    p.for_each_range((0..1000).map(|i| (format!("s/{i}"), 2, 4)), |i, r| {
+    let ranges = (0..1000).map(|i| ReadRange {
+        key: format!("s/{i}"),
+        offset: 2,
+        length: 4,
+    });
+    for (i, r) in p.batch(ranges) {
         assert_eq!(r.unwrap(), vec![1u8; 4]);
         ranged[i] = true;
-    });
+    }
     assert!(ranged.iter().all(|r| *r));
     let mut deleted = vec![false; 1000];
-    p.for_each_delete((0..1000).map(|i| format!("s/{i}")), |i, r| {
+    for (i, r) in p.batch((0..1000).map(|i| Delete {
+        key: format!("s/{i}"),
+    })) {
         r.unwrap();
         deleted[i] = true;
-    });
+    }
     assert!(deleted.iter().all(|d| *d));
     assert_eq!(p.read_block("s/0").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(p.read_block("s/1000").unwrap().len(), 16);
-    assert_eq!(probe.calls.load(Ordering::SeqCst), 22_002);
-    let max = probe.max_in_flight.load(Ordering::SeqCst);
+    assert_eq!(probe.backend().calls.load(Ordering::SeqCst), 22_002);
+    let max = probe.backend().max_in_flight.load(Ordering::SeqCst);
     assert!(max <= 6, "{max} operations in flight with 6 workers");
     assert!(max >= 2, "the batch never ran concurrently (max {max})");
 }
 
 #[test]
 fn many_callers_over_capacity_do_not_deadlock() {
-    let probe = Arc::new(Probe::default());
+    let probe = probe(Probe::default());
     let p = Arc::new(pool(&probe, 3, 2));
     let start = Arc::new(Barrier::new(8));
     let handles: Vec<_> = (0..8)
@@ -258,13 +277,19 @@ fn many_callers_over_capacity_do_not_deadlock() {
             let (p, start) = (p.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                let writes = (0..200)
-                    .map(|i| (format!("c/{t}/{i}"), vec![t as u8; 8]))
-                    .collect();
-                assert!(p.write_blocks(writes).iter().all(|r| r.is_ok()));
+                let writes = (0..200).map(|i| Write {
+                    key: format!("c/{t}/{i}"),
+                    data: vec![t as u8; 8],
+                });
+                assert!(p.batch(writes).in_order().iter().all(|r| r.is_ok()));
                 // Single jobs beyond the queue's capacity, all pending at once.
                 let handles: Vec<_> = (0..20)
-                    .map(|i| p.submit_read(format!("c/{t}/{i}")).unwrap())
+                    .map(|i| {
+                        p.submit(Read {
+                            key: format!("c/{t}/{i}"),
+                        })
+                        .unwrap()
+                    })
                     .collect();
                 for h in handles {
                     assert_eq!(h.wait().unwrap(), vec![t as u8; 8]);
@@ -280,29 +305,48 @@ fn many_callers_over_capacity_do_not_deadlock() {
 
 #[test]
 fn backpressure_blocks_then_busy_then_closed() {
-    let probe = Arc::new(Probe::holding());
+    let probe = probe(Probe::holding());
     let p = Arc::new(pool(&probe, 1, 2));
     // One job runs (held), two fill the queue.
-    let running = p.submit_write("b/0".into(), vec![0]).unwrap();
-    while probe.in_flight.load(Ordering::SeqCst) == 0 {
+    let running = p
+        .submit(Write {
+            key: "b/0".into(),
+            data: vec![0],
+        })
+        .unwrap();
+    while probe.backend().in_flight.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
     let queued: Vec<_> = (1..3)
-        .map(|i| p.submit_write(format!("b/{i}"), vec![0]).unwrap())
+        .map(|i| {
+            p.submit(Write {
+                key: format!("b/{i}"),
+                data: vec![0],
+            })
+            .unwrap()
+        })
         .collect();
-    let e = p.try_submit_write("b/x".into(), vec![0]).unwrap_err();
+    let e = p
+        .try_submit(Write {
+            key: "b/x".into(),
+            data: vec![0],
+        })
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy);
     assert!(e.is_retryable());
     assert_eq!(
-        p.try_submit(|_| Ok(())).unwrap_err().kind(),
+        p.try_submit(from_fn(|_| Ok(()))).unwrap_err().kind(),
         ErrorKind::Busy
     );
     // A blocking submitter waits…
     let blocked = {
         let p = p.clone();
         std::thread::spawn(move || {
-            p.submit_write("b/blocked".into(), vec![0])
-                .map(|h| h.detach())
+            p.submit(Write {
+                key: "b/blocked".into(),
+                data: vec![0],
+            })
+            .map(|h| h.detach())
         })
     };
     std::thread::sleep(Duration::from_millis(100));
@@ -319,19 +363,24 @@ fn backpressure_blocks_then_busy_then_closed() {
     };
     let result = blocked.join().unwrap();
     assert_eq!(result.unwrap_err().kind(), ErrorKind::Closed);
-    probe.release();
+    probe.backend().release();
     closer.join().unwrap().unwrap();
     running.wait().unwrap();
     for h in queued {
         h.wait().unwrap();
     }
     assert_eq!(
-        p.submit_write("b/late".into(), vec![]).unwrap_err().kind(),
+        p.submit(Write {
+            key: "b/late".into(),
+            data: vec![]
+        })
+        .unwrap_err()
+        .kind(),
         ErrorKind::Closed
     );
     assert_eq!(p.read_block("b/0").unwrap_err().kind(), ErrorKind::Closed);
     assert_eq!(
-        probe.inner.read_block("b/0").unwrap_err().kind(),
+        probe.read_block("b/0").unwrap_err().kind(),
         ErrorKind::Closed,
         "inner store closed too"
     );
@@ -339,15 +388,34 @@ fn backpressure_blocks_then_busy_then_closed() {
 
 #[test]
 fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
-    let probe = Arc::new(Probe::holding());
+    let probe = probe(Probe::holding());
     let p = pool(&probe, 1, 8);
-    let first = p.submit_write("h/first".into(), b"1".to_vec()).unwrap();
-    while probe.in_flight.load(Ordering::SeqCst) == 0 {
+    let first = p
+        .submit(Write {
+            key: "h/first".into(),
+            data: b"1".to_vec(),
+        })
+        .unwrap();
+    while probe.backend().in_flight.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
-    let cancelled = p.submit_write("h/cancelled".into(), b"2".to_vec()).unwrap();
-    let detached = p.submit_write("h/detached".into(), b"3".to_vec()).unwrap();
-    let timed = p.submit_read("h/first".into()).unwrap();
+    let cancelled = p
+        .submit(Write {
+            key: "h/cancelled".into(),
+            data: b"2".to_vec(),
+        })
+        .unwrap();
+    let detached = p
+        .submit(Write {
+            key: "h/detached".into(),
+            data: b"3".to_vec(),
+        })
+        .unwrap();
+    let timed = p
+        .submit(Read {
+            key: "h/first".into(),
+        })
+        .unwrap();
     drop(cancelled);
     detached.detach();
     let timed = match timed.wait_timeout(Duration::from_millis(50)) {
@@ -359,7 +427,7 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
         Wait::Pending(h) => h,
         Wait::Done(r) => panic!("{r:?}"),
     };
-    probe.release();
+    probe.backend().release();
     first.wait().unwrap();
     match timed.wait_timeout(Duration::from_secs(10)) {
         Wait::Done(r) => assert_eq!(r.unwrap(), b"1"),
@@ -367,7 +435,7 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
     }
     p.close().unwrap();
     assert_eq!(
-        probe.inner.list_by_prefix("h/").unwrap_err().kind(),
+        probe.list_by_prefix("h/").unwrap_err().kind(),
         ErrorKind::Closed
     );
     let stats = p.stats();
@@ -380,18 +448,18 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
 /// once it has finished; a panic with a plain string message keeps that message.
 #[test]
 fn wait_timeout_returns_a_job_that_finishes_in_time() {
-    let probe = Arc::new(Probe {
+    let probe = probe(Probe {
         delay: Some(Duration::from_millis(100)),
         ..Probe::default()
     });
     let p = pool(&probe, 2, 8);
     p.write_block("t/k", b"v").unwrap();
-    let slow = p.submit_read("t/k".into()).unwrap();
+    let slow = p.submit(Read { key: "t/k".into() }).unwrap();
     match slow.wait_timeout(Duration::from_secs(10)) {
         Wait::Done(r) => assert_eq!(r.unwrap(), b"v"),
         Wait::Pending(_) => panic!("gave up long before the timeout"),
     }
-    let h = p.submit_read("t/k".into()).unwrap();
+    let h = p.submit(Read { key: "t/k".into() }).unwrap();
     let started = std::time::Instant::now();
     while !h.is_done() {
         assert!(started.elapsed() < Duration::from_secs(10), "never done");
@@ -399,7 +467,7 @@ fn wait_timeout_returns_a_job_that_finishes_in_time() {
     }
     assert_eq!(h.wait().unwrap(), b"v");
     let e = p
-        .submit(|_| -> Result<()> { panic!("a plain message") })
+        .submit(from_fn(|_| -> Result<()> { panic!("a plain message") }))
         .unwrap()
         .wait()
         .unwrap_err();
@@ -408,13 +476,19 @@ fn wait_timeout_returns_a_job_that_finishes_in_time() {
 
 #[test]
 fn close_with_jobs_queued_and_running_and_from_two_threads() {
-    let probe = Arc::new(Probe {
+    let probe = probe(Probe {
         delay: Some(Duration::from_millis(5)),
         ..Probe::default()
     });
     let p = Arc::new(pool(&probe, 2, 64));
     let handles: Vec<_> = (0..40)
-        .map(|i| p.submit_write(format!("q/{i}"), vec![1]).unwrap())
+        .map(|i| {
+            p.submit(Write {
+                key: format!("q/{i}"),
+                data: vec![1],
+            })
+            .unwrap()
+        })
         .collect();
     let closers: Vec<_> = (0..2)
         .map(|_| {
@@ -428,7 +502,7 @@ fn close_with_jobs_queued_and_running_and_from_two_threads() {
     for h in handles {
         h.wait().expect("queued jobs finish before close returns");
     }
-    assert_eq!(probe.calls.load(Ordering::SeqCst), 40);
+    assert_eq!(probe.backend().calls.load(Ordering::SeqCst), 40);
     p.close().unwrap();
 }
 
@@ -445,9 +519,12 @@ fn drop_without_close_finishes_and_joins() {
     )
     .unwrap();
     for i in 0..20 {
-        p.submit_write(format!("d/{i}"), vec![i as u8; 100])
-            .unwrap()
-            .detach();
+        p.submit(Write {
+            key: format!("d/{i}"),
+            data: vec![i as u8; 100],
+        })
+        .unwrap()
+        .detach();
     }
     drop(p);
     assert_eq!(
@@ -465,7 +542,7 @@ fn drop_without_close_finishes_and_joins() {
 
 #[test]
 fn stats_count_jobs_and_latency() {
-    let probe = Arc::new(Probe::default());
+    let probe = probe(Probe::default());
     let p = pool(&probe, 2, 8);
     for i in 0..10 {
         p.write_block(&format!("st/{i}"), b"x").unwrap();
@@ -480,40 +557,24 @@ fn stats_count_jobs_and_latency() {
         (10, 1, 0, 0),
         "{stats:?}"
     );
-    let write = stats
-        .ops
-        .iter()
-        .find(|o| o.kind == blockstore::pool::OpKind::Write)
-        .unwrap();
+    let write = stats.ops.iter().find(|o| o.op == Op::Write).unwrap();
     assert_eq!(write.count, 10);
     assert!(write.p50 <= write.p99 && write.p99 <= write.max && write.mean <= write.max);
-}
-
-/// The pool passes the optional digest through rather than answering "none" itself.
-#[test]
-fn content_md5_passes_through_the_pool() {
-    let probe = Arc::new(Probe::default());
-    let p = pool(&probe, 2, 4);
-    p.write_block("md5/k", b"abc").unwrap();
-    let mut expect = [0xA5u8; 16];
-    expect[..3].copy_from_slice(b"abc");
-    assert_eq!(p.content_md5("md5/k").unwrap(), Some(expect));
-    assert_eq!(
-        p.content_md5("md5/absent").unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
 }
 
 /// A collecting batch runs its operations side by side, not one after another.
 #[test]
 fn collecting_batches_run_concurrently() {
-    let probe = Arc::new(Probe {
+    let probe = probe(Probe {
         delay: Some(Duration::from_millis(20)),
         ..Probe::default()
     });
     let p = pool(&probe, 4, 4);
-    let writes: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("c/{i}"), vec![1])).collect();
-    assert!(p.write_blocks(writes).iter().all(|r| r.is_ok()));
-    let max = probe.max_in_flight.load(Ordering::SeqCst);
+    let writes = (0..8).map(|i| Write {
+        key: format!("c/{i}"),
+        data: vec![1],
+    });
+    assert!(p.batch(writes).in_order().iter().all(|r| r.is_ok()));
+    let max = probe.backend().max_in_flight.load(Ordering::SeqCst);
     assert!((2..=4).contains(&max), "{max} in flight with 4 workers");
 }

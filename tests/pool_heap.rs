@@ -6,6 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use blockstore::pool::Read;
 use blockstore::{BlockStore, FsConfig, FsStore, Pool, PoolConfig, BLOCK_SIZE};
 
 struct Counting;
@@ -51,9 +52,12 @@ fn streaming_reads_hold_at_most_one_block_per_worker() {
     let baseline = LIVE.load(Ordering::Relaxed);
     PEAK.store(baseline, Ordering::Relaxed);
     let mut bytes = 0u64;
-    pool.for_each_read((0..1000).map(|i| format!("heap/{}", i % 32)), |_, r| {
-        bytes += r.expect("read").len() as u64;
+    let reads = (0..1000).map(|i| Read {
+        key: format!("heap/{}", i % 32),
     });
+    for (_, block) in pool.batch(reads) {
+        bytes += block.expect("read").len() as u64;
+    }
     let peak = PEAK.load(Ordering::Relaxed) - baseline;
     assert_eq!(bytes, 1000 * BLOCK_SIZE as u64);
     let limit = 16 * BLOCK_SIZE + (16 << 20);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blockstore::pool::THREAD_PREFIX;
+use blockstore::pool::{Read, Write};
 use blockstore::{BlockStore, FsConfig, FsStore, Pool, PoolConfig};
 
 /// Threads of this process whose name starts with the pool's prefix (as the kernel
@@ -65,19 +66,22 @@ fn stress_sixteen_callers_over_the_filesystem() {
                             )
                         })
                         .collect();
-                    let results = p.write_blocks(batch.clone());
+                    let writes = batch.iter().map(|(key, data)| Write {
+                        key: key.clone(),
+                        data: data.clone(),
+                    });
+                    let results = p.batch(writes).in_order();
                     for ((key, data), r) in batch.into_iter().zip(results) {
                         r.expect("write under stress");
                         acked.retain(|(k, _): &(String, Vec<u8>)| *k != key);
                         acked.push((key, data));
                     }
-                    let keys: Vec<&str> = acked
+                    let reads = acked
                         .iter()
                         .rev()
                         .take(8)
-                        .map(|(k, _)| k.as_str())
-                        .collect();
-                    for r in p.read_blocks(&keys) {
+                        .map(|(k, _)| Read { key: k.clone() });
+                    for r in p.batch(reads).in_order() {
                         r.expect("read under stress");
                     }
                     round += 1;
@@ -90,8 +94,8 @@ fn stress_sixteen_callers_over_the_filesystem() {
     for c in callers {
         acked.extend(c.join().unwrap());
     }
-    let keys: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
-    for ((key, data), r) in acked.iter().zip(p.read_blocks(&keys)) {
+    let reads = acked.iter().map(|(k, _)| Read { key: k.clone() });
+    for ((key, data), r) in acked.iter().zip(p.batch(reads).in_order()) {
         assert_eq!(&r.unwrap(), data, "{key}");
     }
     p.close().unwrap();

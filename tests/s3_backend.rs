@@ -321,25 +321,6 @@ fn whole_object_replies_to_ranges_and_oversized_objects() {
     assert_eq!(store.read_block("g/k").unwrap(), b"0123456789");
 }
 
-/// An ETag that is not exactly 32 hex digits (multipart, or another server's scheme)
-/// is no MD5: `content_md5` answers `None` rather than a wrong digest.
-#[test]
-fn content_md5_is_none_unless_the_etag_is_32_hex_digits() {
-    let proxy = Proxy::start(&server().endpoint);
-    let (store, _cleanup) = via(&proxy, |_| {});
-    store.write_block("e/k", b"x").unwrap();
-    for etag in [
-        "\"0123456789abcdef0123456789abcdef01234567\"",
-        "\"0123456789abcdef0123456789abcdef-2\"",
-        "\"0123456789abcdef0123456789abcdeg\"",
-    ] {
-        let header = format!("ETag: {etag}");
-        proxy.reply_next_method("HEAD", 200, &[&header], "");
-        assert_eq!(store.content_md5("e/k").unwrap(), None, "{etag}");
-    }
-    assert!(store.content_md5("e/k").unwrap().is_some());
-}
-
 #[test]
 fn stalled_server_times_out_within_the_deadline() {
     let proxy = Proxy::start(&server().endpoint);
@@ -580,29 +561,6 @@ fn dropping_the_store_stops_its_runtime_threads() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-#[test]
-fn content_md5_is_the_etag_of_the_object() {
-    use md5::Digest;
-    let c = config();
-    let _cleanup = Cleanup(c.clone());
-    let store = S3Store::open(c).unwrap();
-    for len in [0usize, 1, 5000, 1 << 20] {
-        let data: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
-        store.write_block("md5/k", &data).unwrap();
-        let expect: [u8; 16] = md5::Md5::digest(&data).into();
-        assert_eq!(
-            store.content_md5("md5/k").unwrap(),
-            Some(expect),
-            "{len} bytes"
-        );
-    }
-    assert_eq!(
-        kind(store.content_md5("md5/absent")),
-        Some(ErrorKind::NotFound)
-    );
-    assert_eq!(kind(store.content_md5("a//b")), Some(ErrorKind::InvalidKey));
 }
 
 #[test]

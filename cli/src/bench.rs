@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use blockstore::{block_key, Backend, BlockStore, Config};
+use blockstore::{block_key, BackendKind, BlockStore, Config};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{load_config, open, parse_size, Failure, Output};
@@ -201,7 +201,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         .map_or(0, |d| d.as_nanos());
     let prefix = format!("bench-{}-{nanos:x}/", std::process::id());
     let bare = match (config.block_store.backend, &config.block_store.filesystem) {
-        (Backend::Filesystem, Some(fs)) => {
+        (BackendKind::Filesystem, Some(fs)) => {
             let dir = tempfile::Builder::new()
                 .prefix(".bench-bare-")
                 .tempdir_in(fs.base_path.parent().unwrap_or(&fs.base_path))
@@ -213,7 +213,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
                 fsync: fs.fsync,
             }
         }
-        (Backend::Memory, _) => Bare::Memory,
+        (BackendKind::Memory, _) => Bare::Memory,
         _ => Bare::None,
     };
     let result = phases(&*store, &bare, &prefix, &args, out);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blockstore::{Backend, BlockStore, Config, Error, ErrorKind};
+use blockstore::{BackendKind, BlockStore, Config, Error, ErrorKind};
 
 /// The store or the system failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -110,7 +110,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 /// exist is reported as "no store there" instead of being created.
 pub fn open(config: &Config, create: bool) -> Result<Arc<dyn BlockStore>, Failure> {
     let mut config = config.clone();
-    if let (false, Backend::Filesystem, Some(fs)) = (
+    if let (false, BackendKind::Filesystem, Some(fs)) = (
         create,
         config.block_store.backend,
         config.block_store.filesystem.as_mut(),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Instant;
 
+use blockstore::pool::from_fn;
 use blockstore::pool::Handle;
 use blockstore::{BlockStore, Error, ErrorKind, Pool, PoolConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,9 +98,9 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         }
         let present_size = existing.get(&block.key).copied();
         let (source, key, verify) = (source.clone(), block.key.clone(), args.verify);
-        let submitted = pool.submit(move |dest: &dyn BlockStore| {
+        let submitted = pool.submit(from_fn(move |dest: &dyn BlockStore| {
             copy_one(&*source, dest, &key, present_size, verify)
-        });
+        }));
         match submitted {
             Ok(handle) => in_flight.push_back((block.key, block.size, handle)),
             Err(e) => finish(block.key, block.size, Err(e)),
@@ -164,9 +165,9 @@ fn copy_one(
         }
     };
     if verify && matches!(outcome, Outcome::Copied) && dest.read_block(key)? != data {
-        return Err(Error::new(ErrorKind::Backend, "verify")
+        return Err(Error::new(ErrorKind::Backend, blockstore::Op::Read)
             .with_key(key)
-            .with_detail("the destination's copy differs from the source"));
+            .with_detail("verify: the destination's copy differs from the source"));
     }
     Ok(outcome)
 }

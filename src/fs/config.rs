@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::op::Op;
 
 /// Settings of the filesystem backend, as in `[block_store.filesystem]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl FsConfig {
     /// Checks the rules the types cannot express.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| {
-            Err(Error::new(ErrorKind::Config, "config")
+            Err(Error::new(ErrorKind::Config, Op::Config)
                 .with_key(&format!("block_store.filesystem.{key}"))
                 .with_detail(why.to_owned()))
         };

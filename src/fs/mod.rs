@@ -13,4 +13,4 @@ mod walk;
 mod work;
 
 pub use config::FsConfig;
-pub use store::FsStore;
+pub use store::{FsBackend, FsStore};

@@ -9,13 +9,11 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::backend::{Backend, Fields};
+use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
-use crate::gate::Gate;
-use crate::key::{check_key, check_prefix};
-use crate::store::{
-    check_block_len, check_range_len, clamp_range, offset_past_end, op, BlockRef, BlockStore,
-    DeleteTally, BLOCK_SIZE,
-};
+use crate::op::Op;
+use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE};
 
 use super::config::FsConfig;
 use super::durable::NewDirs;
@@ -107,7 +105,32 @@ const BESIDE: &[u8] = b".blockstore\xfft-";
 /// `BLOCK_SIZE` (not written by this store) is refused by every read and by
 /// `block_size` alike, with a `Backend` error naming its size; listings show it with
 /// its size, and deletes remove it.
-pub struct FsStore {
+///
+/// # Fork
+///
+/// A store used in a child process forked after it was opened fails with `Backend`
+/// (open a new store in the child); a child that drops or closes its copy leaves the
+/// parent's store, its work directory and its lock alone.
+///
+/// ```
+/// use blockstore::{BlockStore, ErrorKind, FsConfig, FsStore};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = FsStore::open(FsConfig::new(dir.path().join("blocks")))?;
+/// store.write_block("export/f/chunk-0/block-0", b"block")?;
+/// // The block is the file at its key.
+/// assert!(store.base_path().join("export/f/chunk-0/block-0").is_file());
+/// // The hierarchy: a block cannot sit where a directory is.
+/// let e = store.write_block("export/f", b"x").unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::Conflict);
+/// store.delete_block("export/f/chunk-0/block-0")?;
+/// assert!(!store.base_path().join("export").exists(), "empty directories go too");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type FsStore = Checked<FsBackend>;
+
+/// The filesystem backend's mechanism; use it as [`FsStore`].
+pub struct FsBackend {
     config: FsConfig,
     base_path: PathBuf,
     base: OwnedFd,
@@ -117,19 +140,16 @@ pub struct FsStore {
     /// Set once a rename crossed into another mount: from then on each write first
     /// checks which mount its directory is on.
     mounts_below: AtomicBool,
-    gate: Gate,
 }
 
-impl fmt::Debug for FsStore {
+impl fmt::Debug for FsBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FsStore")
+        f.debug_struct("FsBackend")
             .field("base_path", &self.base_path)
             .field("fsync", &self.config.fsync)
             .finish_non_exhaustive()
     }
 }
-
-const OPEN: &str = "open";
 
 /// Why a write's install step did not finish.
 enum Retry {
@@ -145,13 +165,25 @@ impl From<Error> for Retry {
     }
 }
 
-impl FsStore {
+impl Checked<FsBackend> {
     /// Opens (and with `create_dir`, creates) the store at `config.base_path`.
     pub fn open(config: FsConfig) -> Result<FsStore> {
+        FsBackend::open(config).map(Checked::from_backend)
+    }
+
+    /// The base directory, resolved.
+    pub fn base_path(&self) -> &Path {
+        self.backend().base_path()
+    }
+}
+
+impl FsBackend {
+    /// Opens (and with `create_dir`, creates) the backend at `config.base_path`.
+    pub fn open(config: FsConfig) -> Result<FsBackend> {
         config.validate()?;
         let shown = config.base_path.display().to_string();
         let config_error = |why: &str| {
-            Error::new(ErrorKind::Config, OPEN)
+            Error::new(ErrorKind::Config, Op::Open)
                 .with_key(&shown)
                 .with_detail(why.to_owned())
         };
@@ -165,7 +197,7 @@ impl FsStore {
                     ));
                 }
                 create_base(&config.base_path, config.dir_mode).map_err(|e| {
-                    Error::from_io(OPEN, e)
+                    Error::from_io(Op::Open, e)
                         .with_key(&shown)
                         .with_detail("cannot create base_path")
                 })?;
@@ -176,16 +208,18 @@ impl FsStore {
                     "base_path is not a directory: a file is on its path",
                 ))
             }
-            Err(e) => return Err(Error::from_io(OPEN, e).with_key(&shown)),
+            Err(e) => return Err(Error::from_io(Op::Open, e).with_key(&shown)),
         }
         let base_path = std::fs::canonicalize(&config.base_path)
-            .map_err(|e| Error::from_io(OPEN, e).with_key(&shown))?;
-        let base = sys::open_base(&base_path).map_err(|e| error(OPEN, &shown, e))?;
+            .map_err(|e| Error::from_io(Op::Open, e).with_key(&shown))?;
+        let base = sys::open_base(&base_path).map_err(|e| error(Op::Open, &shown, e))?;
         let area = Area::open(base.as_fd(), config.dir_mode);
         match area.open_error() {
             None => {
-                let work = area.get(base.as_fd()).map_err(|e| error(OPEN, &shown, e))?;
-                if case_insensitive(&work)? {
+                let work = area
+                    .get(base.as_fd())
+                    .map_err(|e| error(Op::Open, &shown, e))?;
+                if case_insensitive(&work)? == Some(true) {
                     return Err(config_error(
                         "the filesystem is case-insensitive ('A' and 'a' are one name); keys need a case-sensitive one",
                     ));
@@ -194,17 +228,18 @@ impl FsStore {
             // Conditions that may clear: the store opens for reads and tries again later.
             Some(Errno::ROFS | Errno::ACCESS | Errno::PERM | Errno::NOSPC | Errno::DQUOT) => {}
             Some(e) => {
-                return Err(error(OPEN, &shown, e).with_detail("cannot set up the internal area"))
+                return Err(
+                    error(Op::Open, &shown, e).with_detail("cannot set up the internal area")
+                )
             }
         }
-        Ok(FsStore {
+        Ok(FsBackend {
             config,
             base_path,
             base,
             area,
             new_dirs: NewDirs::default(),
             mounts_below: AtomicBool::new(false),
-            gate: Gate::default(),
         })
     }
 
@@ -219,7 +254,7 @@ impl FsStore {
 
     /// The current work directory (made now if there is none). A cleaner removing the
     /// area while it is being made only means trying again.
-    fn work(&self, op: &'static str, key: &str) -> Result<Arc<WorkDir>> {
+    fn work(&self, op: Op, key: &str) -> Result<Arc<WorkDir>> {
         let mut last = Errno::NOENT;
         for _ in 0..RETRIES {
             match self.area.get(self.base()) {
@@ -241,12 +276,7 @@ impl FsStore {
 
     /// A new temporary file in the work directory, making the directory again if a
     /// cleaner removed it.
-    fn temp_file(
-        &self,
-        op: &'static str,
-        key: &str,
-        work: &mut Arc<WorkDir>,
-    ) -> Result<(OwnedFd, String)> {
+    fn temp_file(&self, op: Op, key: &str, work: &mut Arc<WorkDir>) -> Result<(OwnedFd, String)> {
         for _ in 0..RETRIES {
             match work.create_temp(self.config.file_mode) {
                 Ok(made) => return Ok(made),
@@ -298,7 +328,7 @@ impl FsStore {
             let made = match self.make_dir(at, part, path, mode) {
                 Ok(made) => made,
                 Err(Errno::NOENT) => return Ok(None),
-                Err(e) => return Err(error(op::WRITE, key, e)),
+                Err(e) => return Err(error(Op::Write, key, e)),
             };
             if made {
                 created.push(path.to_owned());
@@ -310,7 +340,7 @@ impl FsStore {
             };
             if made {
                 // mkdir honours the umask; the directory gets exactly `dir_mode`.
-                rustix::fs::fchmod(&next, mode).map_err(|e| error(op::WRITE, key, e))?;
+                rustix::fs::fchmod(&next, mode).map_err(|e| error(Op::Write, key, e))?;
             }
             current = Some(next);
         }
@@ -364,7 +394,7 @@ impl FsStore {
             if let Some(record) = self.new_dirs.get(dir) {
                 match sys::open_dir(self.base(), parent) {
                     Ok(fd) => {
-                        sys::sync_dir(fd.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
+                        sys::sync_dir(fd.as_fd()).map_err(|e| error(Op::Write, key, e))?;
                         // Forget only after the sync: whoever no longer finds it knows it
                         // is durable. A pending record is its creator's to forget.
                         if record.created {
@@ -376,7 +406,7 @@ impl FsStore {
                             self.new_dirs.forget(dir, record.generation);
                         }
                     }
-                    Err(e) => return Err(error(op::WRITE, key, e)),
+                    Err(e) => return Err(error(Op::Write, key, e)),
                 }
             }
             if parent.is_empty() {
@@ -386,18 +416,18 @@ impl FsStore {
         }
     }
 
-    /// The work of `write_block`, after the entry checks.
-    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
-        let mut work = self.work(op::WRITE, key)?;
+    /// A write, starting over when the area or the block's directory vanished under it.
+    fn write_with_retries(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut work = self.work(Op::Write, key)?;
         if self.mounts_below.load(Ordering::Relaxed) && self.on_other_mount(key, &work) {
             // No point writing the block into the area: it cannot be renamed from there.
             return self.install(&work, None, key, data).map_err(|r| match r {
                 Retry::Fail(e) => e,
-                Retry::AreaGone => Error::new(ErrorKind::Backend, op::WRITE).with_key(key),
+                Retry::AreaGone => Error::new(ErrorKind::Backend, Op::Write).with_key(key),
             });
         }
         for _ in 0..RETRIES {
-            let (file, temp) = self.temp_file(op::WRITE, key, &mut work)?;
+            let (file, temp) = self.temp_file(Op::Write, key, &mut work)?;
             let written = sys::write_all(file.as_fd(), data).and_then(|()| {
                 if self.config.fsync {
                     rustix::fs::fdatasync(&file)
@@ -408,7 +438,7 @@ impl FsStore {
             drop(file);
             if let Err(e) = written {
                 work.remove(&temp);
-                return Err(error(op::WRITE, key, e));
+                return Err(error(Op::Write, key, e));
             }
             match self.install(&work, Some(&temp), key, data) {
                 Ok(()) => return Ok(()),
@@ -420,7 +450,7 @@ impl FsStore {
                 }
             }
         }
-        Err(Error::new(ErrorKind::Backend, op::WRITE)
+        Err(Error::new(ErrorKind::Backend, Op::Write)
             .with_key(key)
             .with_detail("the internal area kept disappearing")
             .with_retryable(true))
@@ -462,13 +492,13 @@ impl FsStore {
             // Never replace a directory, a link or a device: only a block.
             match sys::stat_at(parent.as_fd(), leaf) {
                 Ok(st) if !sys::is_regular(&st) => {
-                    return Err(Error::new(ErrorKind::Conflict, op::WRITE)
+                    return Err(Error::new(ErrorKind::Conflict, Op::Write)
                         .with_key(key)
                         .with_detail("a directory or another non-regular file has this name")
                         .into())
                 }
                 Ok(_) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(error(op::WRITE, key, e).into()),
+                Err(e) => return Err(error(Op::Write, key, e).into()),
             }
             let renamed = match temp {
                 Some(temp) => rustix::fs::renameat(work.fd(), temp, &parent, leaf),
@@ -495,7 +525,7 @@ impl FsStore {
                 .make_durable(key, parent_rel, parent)
                 .map_err(Retry::Fail);
         }
-        Err(Error::new(ErrorKind::Backend, op::WRITE)
+        Err(Error::new(ErrorKind::Backend, Op::Write)
             .with_key(key)
             .with_detail("its directory kept disappearing under concurrent deletes")
             .with_retryable(true)
@@ -524,7 +554,7 @@ impl FsStore {
         name.extend_from_slice(format!("{}-{}", work.id(), work.next_number()).as_bytes());
         let name = name.as_slice();
         let file = create_exact(parent.as_fd(), name, self.config.file_mode)
-            .map_err(|e| error(op::WRITE, key, e))?;
+            .map_err(|e| error(Op::Write, key, e))?;
         let written = sys::write_all(file.as_fd(), data).and_then(|()| {
             if self.config.fsync {
                 rustix::fs::fdatasync(&file)
@@ -546,13 +576,13 @@ impl FsStore {
         if !self.config.fsync {
             return Ok(());
         }
-        sys::sync_dir(parent.as_fd()).map_err(|e| error(op::WRITE, key, e))?;
+        sys::sync_dir(parent.as_fd()).map_err(|e| error(Op::Write, key, e))?;
         drop(parent);
         self.sync_new_dirs(key, parent_rel)
     }
 
     /// Removes the block file `key`; `Ok(false)` when there was none.
-    fn remove(&self, op: &'static str, key: &str) -> Result<bool> {
+    fn remove(&self, op: Op, key: &str) -> Result<bool> {
         let (parent_rel, leaf) = sys::split_parent(key);
         let parent = match sys::open_dir(self.base(), parent_rel) {
             Ok(fd) => fd,
@@ -643,7 +673,7 @@ impl FsStore {
     ) -> Result<()> {
         let listing = read_dir(fd, path, filter, None).map_err(|e| {
             error(
-                op::DELETE_PREFIX,
+                Op::DeletePrefix,
                 if path.is_empty() { "(base)" } else { path },
                 e,
             )
@@ -659,7 +689,7 @@ impl FsStore {
                     Ok(child) => child,
                     Err(e) if means_absent(e) => continue,
                     Err(e) => {
-                        tally.failed(key.clone(), error(op::DELETE_PREFIX, &key, e));
+                        tally.failed(key.clone(), error(Op::DeletePrefix, &key, e));
                         continue;
                     }
                 };
@@ -676,12 +706,12 @@ impl FsStore {
                     changed = true;
                 }
                 Err(e) if means_absent(e) => {}
-                Err(e) => tally.failed(key.clone(), error(op::DELETE_PREFIX, &key, e)),
+                Err(e) => tally.failed(key.clone(), error(Op::DeletePrefix, &key, e)),
             }
         }
         if changed && self.config.fsync {
             let shown = if path.is_empty() { "(base)" } else { path };
-            sys::sync_dir(fd).map_err(|e| error(op::DELETE_PREFIX, shown, e))?;
+            sys::sync_dir(fd).map_err(|e| error(Op::DeletePrefix, shown, e))?;
         }
         Ok(())
     }
@@ -704,7 +734,7 @@ impl FsStore {
     }
 
     /// Opens the block `key` for reading: its descriptor and size.
-    fn open_block(&self, op: &'static str, key: &str) -> Result<(OwnedFd, u64)> {
+    fn open_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
         let fd = match sys::open_file(self.base(), key) {
             Ok(fd) => fd,
             Err(e) if means_absent(e) => {
@@ -724,7 +754,7 @@ impl FsStore {
     }
 
     /// The size of the block `key`, looked at without opening it for reading.
-    fn stat_block(&self, op: &'static str, key: &str) -> Result<u64> {
+    fn stat_block(&self, op: Op, key: &str) -> Result<u64> {
         let fd = sys::open_path(self.base(), key).map_err(|e| {
             if means_absent(e) {
                 error_as(ErrorKind::NotFound, op, key, e, "no block")
@@ -737,7 +767,7 @@ impl FsStore {
 
     /// The size of an open block, checking that it is a block this store could have
     /// written: a regular file of at most `BLOCK_SIZE` bytes.
-    fn block_len(&self, op: &'static str, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
+    fn block_len(&self, op: Op, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
         let st = rustix::fs::fstat(fd).map_err(|e| error(op, key, e))?;
         if !sys::is_regular(&st) {
             return Err(Error::new(ErrorKind::NotFound, op)
@@ -758,7 +788,7 @@ impl FsStore {
 
 /// The error for `errno` after retries; an absent directory after all of them is a
 /// store that keeps being cleaned up under the call, never "no such block".
-fn vanished_or(op: &'static str, key: &str, errno: Errno, why: &str) -> Error {
+fn vanished_or(op: Op, key: &str, errno: Errno, why: &str) -> Error {
     if errno == Errno::NOENT {
         error_as(ErrorKind::Backend, op, key, errno, why).with_retryable(true)
     } else {
@@ -771,12 +801,12 @@ fn rename_error(key: &str, e: Errno) -> Error {
     match e {
         Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST => error_as(
             ErrorKind::Conflict,
-            op::WRITE,
+            Op::Write,
             key,
             e,
             "a directory has this name",
         ),
-        e => error(op::WRITE, key, e),
+        e => error(Op::Write, key, e),
     }
 }
 
@@ -785,12 +815,12 @@ fn in_the_way(key: &str, e: Errno) -> Error {
     match e {
         Errno::NOTDIR | Errno::LOOP | Errno::XDEV => error_as(
             ErrorKind::Conflict,
-            op::WRITE,
+            Op::Write,
             key,
             e,
             "a file or link is in the way",
         ),
-        e => error(op::WRITE, key, e),
+        e => error(Op::Write, key, e),
     }
 }
 
@@ -803,26 +833,34 @@ fn create_base(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Whether names differing only in case name one file, probed in the work directory.
-fn case_insensitive(work: &WorkDir) -> Result<bool> {
-    let fail = |e| error(OPEN, "case probe", e);
+/// Whether names differing only in case name one file, probed in the work directory;
+/// `None` when the probe cannot be made now (no inode or space left, a read-only
+/// mount): a store that opens on a full disk must still open, for reads and deletes.
+fn case_insensitive(work: &WorkDir) -> Result<Option<bool>> {
     let upper = "Case-Probe";
-    let fd = sys::create_new(work.fd(), upper, OFlags::WRONLY, 0o600).map_err(fail)?;
+    let fd = match sys::create_new(work.fd(), upper, OFlags::WRONLY, 0o600) {
+        Ok(fd) => fd,
+        Err(Errno::NOSPC | Errno::DQUOT | Errno::ROFS | Errno::ACCESS | Errno::PERM) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(error(Op::Open, "case probe", e)),
+    };
     drop(fd);
     let aliased = sys::stat_at(work.fd(), "case-probe").is_ok();
     work.remove(upper);
-    Ok(aliased)
+    Ok(Some(aliased))
 }
 
-impl BlockStore for FsStore {
-    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        let _pass = self.gate.enter(op::WRITE)?;
-        check_key(op::WRITE, key)?;
-        check_block_len(key, data.len())?;
-        self.write(key, data).map_err(|e| {
+impl Backend for FsBackend {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.write_with_retries(key, data).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 // A directory vanished under the write however often it started over.
-                Error::new(ErrorKind::Backend, op::WRITE)
+                Error::new(ErrorKind::Backend, Op::Write)
                     .with_key(key)
                     .with_detail(format!("the block's directory kept vanishing: {e}"))
                     .with_retryable(true)
@@ -832,25 +870,20 @@ impl BlockStore for FsStore {
         })
     }
 
-    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(op::READ)?;
-        check_key(op::READ, key)?;
-        let (fd, size) = self.open_block(op::READ, key)?;
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let (fd, size) = self.open_block(Op::Read, key)?;
         let mut data = Vec::with_capacity(size as usize);
         sys::pread_append(fd.as_fd(), &mut data, size as usize, 0)
-            .map_err(|e| error(op::READ, key, e))?;
+            .map_err(|e| error(Op::Read, key, e))?;
         Ok(data)
     }
 
-    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(op::READ_RANGE)?;
-        check_key(op::READ_RANGE, key)?;
-        check_range_len(key, length)?;
-        let (fd, size) = self.open_block(op::READ_RANGE, key)?;
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let (fd, size) = self.open_block(Op::ReadRange, key)?;
         let range = clamp_range(key, size, offset, length)?;
         let mut data = Vec::with_capacity(range.len());
         let n = sys::pread_append(fd.as_fd(), &mut data, range.len(), offset)
-            .map_err(|e| error(op::READ_RANGE, key, e))?;
+            .map_err(|e| error(Op::ReadRange, key, e))?;
         if n == 0 {
             // Truncated by someone else since it was opened.
             return Err(offset_past_end(key, offset, 0));
@@ -858,41 +891,32 @@ impl BlockStore for FsStore {
         Ok(data)
     }
 
-    fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let _pass = self.gate.enter(op::READ_RANGE)?;
-        check_key(op::READ_RANGE, key)?;
-        check_range_len(key, buf.len() as u64)?;
-        let (fd, size) = self.open_block(op::READ_RANGE, key)?;
+    fn read_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let (fd, size) = self.open_block(Op::ReadRange, key)?;
         let range = clamp_range(key, size, offset, buf.len() as u64)?;
         let n = sys::pread_full(fd.as_fd(), &mut buf[..range.len()], offset)
-            .map_err(|e| error(op::READ_RANGE, key, e))?;
+            .map_err(|e| error(Op::ReadRange, key, e))?;
         if n == 0 {
             return Err(offset_past_end(key, offset, 0));
         }
         Ok(n)
     }
 
-    fn block_size(&self, key: &str) -> Result<u64> {
-        let _pass = self.gate.enter(op::SIZE)?;
-        check_key(op::SIZE, key)?;
-        self.stat_block(op::SIZE, key)
+    fn size(&self, key: &str) -> Result<u64> {
+        self.stat_block(Op::Size, key)
     }
 
-    fn delete_block(&self, key: &str) -> Result<()> {
-        let _pass = self.gate.enter(op::DELETE)?;
-        check_key(op::DELETE, key)?;
-        self.remove(op::DELETE, key).map(|_| ())
+    fn delete(&self, key: &str) -> Result<()> {
+        self.remove(Op::Delete, key).map(|_| ())
     }
 
-    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
-        let _pass = self.gate.enter(op::DELETE_PREFIX)?;
-        check_prefix(op::DELETE_PREFIX, prefix)?;
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         // `a/b-` lives in directory `a`, among the names that start with `b-`.
         let (dir, filter) = sys::split_parent(prefix);
         let fd = match sys::open_dir(self.base(), dir) {
             Ok(fd) => fd,
             Err(e) if means_absent(e) => return Ok(0),
-            Err(e) => return Err(error(op::DELETE_PREFIX, prefix, e)),
+            Err(e) => return Err(error(Op::DeletePrefix, prefix, e)),
         };
         let mut tally = DeleteTally::default();
         self.delete_in(fd.as_fd(), dir, filter, &mut tally)?;
@@ -901,32 +925,27 @@ impl BlockStore for FsStore {
         tally.outcome(prefix)
     }
 
-    fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let _pass = self.gate.enter(op::LIST)?;
-        check_prefix(op::LIST, prefix)?;
-        Walk::new(self.base(), prefix, None, false)
-            .map(|b| b.map(|b| b.key))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| error(op::LIST, prefix, e))
+    fn scan(&self, prefix: &str, start_after: Option<&str>, fields: Fields) -> Result<Blocks<'_>> {
+        let walk = Walk::new(
+            self.base(),
+            prefix,
+            start_after,
+            fields == Fields::KeysAndSizes,
+        );
+        let shown = prefix.to_owned();
+        Ok(Box::new(
+            walk.map(move |b| b.map_err(|e| error(Op::List, &shown, e))),
+        ))
     }
 
-    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
-        let _pass = self.gate.enter(op::LIST)?;
-        check_prefix(op::LIST, prefix)?;
-        Walk::new(self.base(), prefix, None, true)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| error(op::LIST, prefix, e))
-    }
-
-    fn health_check(&self) -> Result<()> {
-        let _pass = self.gate.enter(op::HEALTH)?;
+    fn health(&self) -> Result<()> {
         let shown = self.base_path.display().to_string();
         let fail = |kind, why: &str| {
-            Err(Error::new(kind, op::HEALTH)
+            Err(Error::new(kind, Op::Health)
                 .with_key(&shown)
                 .with_detail(why.to_owned()))
         };
-        let held = rustix::fs::fstat(&self.base).map_err(|e| error(op::HEALTH, &shown, e))?;
+        let held = rustix::fs::fstat(&self.base).map_err(|e| error(Op::Health, &shown, e))?;
         match rustix::fs::stat(&self.base_path) {
             Ok(st) if st.st_ino == held.st_ino && st.st_dev == held.st_dev => {}
             Ok(_) => {
@@ -936,21 +955,16 @@ impl BlockStore for FsStore {
                 )
             }
             Err(Errno::NOENT) => return fail(ErrorKind::Config, "base directory is missing"),
-            Err(e) => return Err(error(op::HEALTH, &shown, e)),
+            Err(e) => return Err(error(Op::Health, &shown, e)),
         }
-        let mut work = self.work(op::HEALTH, &shown)?;
+        let mut work = self.work(Op::Health, &shown)?;
         let (file, temp) = self
-            .temp_file(op::HEALTH, &shown, &mut work)
+            .temp_file(Op::Health, &shown, &mut work)
             .map_err(|e| e.with_detail("write probe failed"))?;
         let written =
             sys::write_all(file.as_fd(), b"probe").and_then(|()| rustix::fs::fdatasync(&file));
         drop(file);
         work.remove(&temp);
-        written.map_err(|e| error(op::HEALTH, &shown, e).with_detail("write probe failed"))
-    }
-
-    fn close(&self) -> Result<()> {
-        self.gate.close();
-        Ok(())
+        written.map_err(|e| error(Op::Health, &shown, e).with_detail("write probe failed"))
     }
 }

@@ -10,6 +10,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat, StatxFlags
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind};
+use crate::op::Op;
 
 /// Every lookup stays below the base directory and follows no link of any kind.
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -208,19 +209,13 @@ pub(crate) fn split_parent(rel: &str) -> (&str, &str) {
 }
 
 /// An errno as an error of `op` on `key`, by the usual mapping.
-pub(crate) fn error(op: &'static str, key: &str, errno: Errno) -> Error {
+pub(crate) fn error(op: Op, key: &str, errno: Errno) -> Error {
     Error::from_io(op, io::Error::from(errno)).with_key(key)
 }
 
 /// An errno as an error of kind `kind` (for the cases where the mapping depends on the
 /// operation, such as a symlink in the path: NotFound for a read, Conflict for a write).
-pub(crate) fn error_as(
-    kind: ErrorKind,
-    op: &'static str,
-    key: &str,
-    errno: Errno,
-    why: &str,
-) -> Error {
+pub(crate) fn error_as(kind: ErrorKind, op: Op, key: &str, errno: Errno, why: &str) -> Error {
     Error::new(kind, op)
         .with_key(key)
         .with_detail(why.to_owned())

@@ -15,6 +15,7 @@ use s3::Bucket;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::op::Op;
 
 use super::config::S3Config;
 
@@ -28,7 +29,7 @@ pub(crate) struct Client {
 }
 
 fn config_error(key: &str, why: String) -> Error {
-    Error::new(ErrorKind::Config, "open")
+    Error::new(ErrorKind::Config, Op::Open)
         .with_key(key)
         .with_detail(why)
 }
@@ -100,7 +101,7 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| {
-                Error::new(ErrorKind::Backend, "open")
+                Error::new(ErrorKind::Backend, Op::Open)
                     .with_detail("cannot start the S3 runtime")
                     .with_source(e)
             })?;
@@ -112,7 +113,7 @@ impl Client {
     }
 
     /// Runs `fut` to completion on behalf of a synchronous caller.
-    pub(crate) fn run<T, F>(&self, op: &'static str, fut: F) -> Result<T>
+    pub(crate) fn run<T, F>(&self, op: Op, fut: F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,

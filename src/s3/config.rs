@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::validate_prefix;
+use crate::op::Op;
 
 /// Settings of the S3 backend, as in the `[block_store.s3]` section of the configuration.
 ///
@@ -108,7 +109,7 @@ impl S3Config {
     /// Checks the rules the types cannot express.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: String| {
-            Err(Error::new(ErrorKind::Config, "config")
+            Err(Error::new(ErrorKind::Config, Op::Config)
                 .with_key(&format!("block_store.s3.{key}"))
                 .with_detail(why))
         };

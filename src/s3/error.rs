@@ -9,6 +9,7 @@ use s3::error::S3Error;
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind};
+use crate::op::Op;
 
 /// An S3 error reply: status, code and message, never the raw body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +183,7 @@ impl Failure {
     }
 
     /// The error a caller sees for operation `op` on `key`.
-    pub(crate) fn into_error(self, op: &'static str, key: &str, writes: bool) -> Error {
+    pub(crate) fn into_error(self, op: Op, key: &str, writes: bool) -> Error {
         let retryable = self.is_retryable();
         let unknown = if writes {
             "; the outcome is unknown: the change may still take effect"
@@ -238,7 +239,7 @@ mod tests {
         let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message>\
                     <RequestId>1</RequestId><Token-0>FwoGZXIvYXdzEBYaSECRETTOKEN</Token-0></Error>";
         let f = Failure::from_s3(S3Error::HttpFailWithBody(403, body.into()));
-        let e = f.into_error("read", "k", false);
+        let e = f.into_error(Op::Read, "k", false);
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         assert!(!e.is_retryable());
         let shown = format!("{e} {e:?}");
@@ -302,7 +303,7 @@ mod tests {
                 code: code.into(),
                 message: String::new(),
             })
-            .into_error("write", "k", writes)
+            .into_error(Op::Write, "k", writes)
             .to_string()
         };
         assert!(reply(404, "NoSuchBucket", false).contains("the bucket does not exist"));
@@ -380,7 +381,7 @@ mod tests {
                 code: code.into(),
                 message: String::new(),
             })
-            .into_error("read", "k", false)
+            .into_error(Op::Read, "k", false)
             .kind()
         };
         assert_eq!(kind(404, "NoSuchKey"), ErrorKind::NotFound);
@@ -394,7 +395,7 @@ mod tests {
         assert_eq!(kind(400, "RequestTimeout"), ErrorKind::Timeout);
         assert_eq!(kind(400, "InvalidArgument"), ErrorKind::Backend);
         assert_eq!(kind(403, "AccessDenied"), ErrorKind::PermissionDenied);
-        let e = Failure::TimedOut.into_error("write", "k", true);
+        let e = Failure::TimedOut.into_error(Op::Write, "k", true);
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(e.to_string().contains("outcome is unknown"), "{e}");
     }

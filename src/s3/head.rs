@@ -1,4 +1,4 @@
-//! HeadObject: a block's size and ETag without its bytes.
+//! HeadObject: a block's size without its bytes.
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -12,7 +12,6 @@ use super::sign::{object_url, signed, EMPTY_SHA256};
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) size: u64,
-    pub(crate) etag: Option<String>,
 }
 
 /// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size
@@ -24,8 +23,5 @@ pub(crate) async fn head_object(bucket: &Bucket, object_key: &str) -> Result<Hea
     let size = header(&reply, "content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Failure::Invalid("a HEAD reply without Content-Length".into()))?;
-    Ok(Head {
-        size,
-        etag: header(&reply, "etag").map(str::to_owned),
-    })
+    Ok(Head { size })
 }

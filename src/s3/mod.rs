@@ -40,4 +40,4 @@ pub use config::S3Config;
 #[cfg(feature = "s3")]
 pub use error::S3Failure;
 #[cfg(feature = "s3")]
-pub use store::S3Store;
+pub use store::{S3Backend, S3Store};

@@ -8,13 +8,12 @@ use std::time::Duration;
 use s3::Bucket;
 use tokio::time::Instant;
 
+use crate::backend::{Backend, Fields};
+use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
-use crate::gate::Gate;
-use crate::key::{check_key, check_prefix, validate_key, MAX_KEY_LEN};
-use crate::store::{
-    check_block_len, check_range_len, offset_past_end, op, BlockRef, BlockStore, DeleteTally,
-    BLOCK_SIZE,
-};
+use crate::key::{validate_key, MAX_KEY_LEN};
+use crate::op::Op;
+use crate::store::{offset_past_end, BlockRef, Blocks, DeleteTally, BLOCK_SIZE};
 
 use super::client::Client;
 use super::config::S3Config;
@@ -92,10 +91,24 @@ const BUCKET_UNCHECKABLE: u8 = 2;
 ///
 /// `s3:GetObject`, `s3:PutObject`, `s3:DeleteObject` and `s3:ListBucket` (the health
 /// check is a one-key listing).
-pub struct S3Store {
+///
+/// ```no_run
+/// use blockstore::{BlockStore, S3Config, S3Store};
+///
+/// let mut config = S3Config::new("my-bucket");
+/// config.endpoint = "http://127.0.0.1:9000".into(); // MinIO, Ceph RGW, moto...
+/// config.force_path_style = true;
+/// let store = S3Store::open(config)?; // contacts nobody yet
+/// store.health_check()?; // a one-key listing: bucket, credentials, endpoint
+/// store.write_block("export/f/chunk-0/block-0", b"block")?;
+/// # Ok::<(), blockstore::Error>(())
+/// ```
+pub type S3Store = Checked<S3Backend>;
+
+/// The S3 backend's mechanism; use it as [`S3Store`].
+pub struct S3Backend {
     client: Client,
     inner: Arc<Inner>,
-    gate: Gate,
 }
 
 /// What every request of the store needs, shared with the futures that make them.
@@ -111,18 +124,25 @@ struct Inner {
     bucket_state: AtomicU8,
 }
 
-impl fmt::Debug for S3Store {
+impl fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Store")
+        f.debug_struct("S3Backend")
             .field("bucket", &self.inner.bucket.name())
             .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
 }
 
-impl S3Store {
+impl Checked<S3Backend> {
     /// Builds the store. Contacts nobody: call `health_check` to test the connection.
     pub fn open(config: S3Config) -> Result<S3Store> {
+        S3Backend::open(config).map(Checked::from_backend)
+    }
+}
+
+impl S3Backend {
+    /// Builds the backend. Contacts nobody.
+    pub fn open(config: S3Config) -> Result<S3Backend> {
         config.validate()?;
         let client = Client::new(&config)?;
         let inner = Inner {
@@ -137,15 +157,14 @@ impl S3Store {
             batch_delete: AtomicBool::new(config.batch_delete),
             bucket_state: AtomicU8::new(BUCKET_UNKNOWN),
         };
-        Ok(S3Store {
+        Ok(S3Backend {
             client,
             inner: Arc::new(inner),
-            gate: Gate::default(),
         })
     }
 
     /// The object key of `key`, checked against the 1024-byte limit of S3.
-    fn object_key(&self, op: &'static str, key: &str) -> Result<String> {
+    fn object_key(&self, op: Op, key: &str) -> Result<String> {
         let prefix = &self.inner.key_prefix;
         if prefix.len() + key.len() > MAX_KEY_LEN {
             return Err(Error::new(ErrorKind::InvalidKey, op)
@@ -163,7 +182,7 @@ impl S3Store {
 
     /// Runs one call of the store on its runtime: `f` gets the shared state and the
     /// call's deadline.
-    fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    fn call<T, F, Fut>(&self, op: Op, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Inner>, Instant) -> Fut,
@@ -175,7 +194,7 @@ impl S3Store {
     }
 
     /// HEAD of a block.
-    fn head(&self, op: &'static str, key: &str) -> Result<Head> {
+    fn head(&self, op: Op, key: &str) -> Result<Head> {
         let full = self.object_key(op, key)?;
         let key = key.to_owned();
         self.call(op, move |inner, deadline| async move {
@@ -200,7 +219,7 @@ impl S3Store {
 impl Inner {
     /// The error a caller sees for `f`; a missing bucket makes the store check the
     /// bucket again at the next HEAD 404.
-    fn fail(&self, f: Failure, op: &'static str, key: &str, writes: bool) -> Error {
+    fn fail(&self, f: Failure, op: Op, key: &str, writes: bool) -> Error {
         let e = f.into_error(op, key, writes);
         if e.kind() == ErrorKind::Config {
             self.bucket_state.store(BUCKET_UNKNOWN, Ordering::Relaxed);
@@ -210,7 +229,7 @@ impl Inner {
 
     /// The error for a HEAD 404 of `key`: NotFound once the bucket is known to exist (or
     /// cannot be checked), a Config error when it is missing.
-    async fn absent(&self, op: &'static str, key: &str, deadline: Instant) -> Error {
+    async fn absent(&self, op: Op, key: &str, deadline: Instant) -> Error {
         let not_found = || Error::new(ErrorKind::NotFound, op).with_key(key);
         match self.bucket_state.load(Ordering::Relaxed) {
             BUCKET_EXISTS => return not_found(),
@@ -247,7 +266,7 @@ impl Inner {
     /// The next listing page after `cursor`, checked.
     async fn page(
         &self,
-        op: &'static str,
+        op: Op,
         shown: &str,
         cursor: &Cursor,
         max_keys: usize,
@@ -280,7 +299,7 @@ impl Inner {
         };
         let mut all = Vec::new();
         while !cursor.done {
-            let page = self.page(op::LIST, prefix, &cursor, PAGE, deadline).await?;
+            let page = self.page(Op::List, prefix, &cursor, PAGE, deadline).await?;
             cursor.advance(&page);
             all.extend(self.blocks(page));
         }
@@ -296,7 +315,7 @@ impl Inner {
         let mut tally = DeleteTally::default();
         while !cursor.done {
             let page = self
-                .page(op::DELETE_PREFIX, prefix, &cursor, PAGE, deadline)
+                .page(Op::DeletePrefix, prefix, &cursor, PAGE, deadline)
                 .await
                 .map_err(|e| tally.interrupted(e))?;
             cursor.advance(&page);
@@ -335,12 +354,12 @@ impl Inner {
                     break;
                 }
                 Err(f) => {
-                    let e = self.fail(f, op::DELETE_PREFIX, &remaining[0], true);
+                    let e = self.fail(f, Op::DeletePrefix, &remaining[0], true);
                     if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
                         return Err(e);
                     }
                     for key in remaining {
-                        tally.failed(key, like(&e, op::DELETE));
+                        tally.failed(key, like(&e, Op::Delete));
                     }
                     return Ok(());
                 }
@@ -356,7 +375,7 @@ impl Inner {
                 if failure.is_retryable() && rounds < self.policy.max_retries {
                     again.push(key);
                 } else {
-                    let e = Failure::Reply(failure).into_error(op::DELETE, &key, true);
+                    let e = Failure::Reply(failure).into_error(Op::Delete, &key, true);
                     tally.failed(key, e);
                 }
             }
@@ -366,7 +385,7 @@ impl Inner {
                 && (rounds > self.policy.max_retries || Instant::now() >= deadline)
             {
                 for key in remaining {
-                    let e = Error::new(ErrorKind::Backend, op::DELETE)
+                    let e = Error::new(ErrorKind::Backend, Op::Delete)
                         .with_key(&key)
                         .with_detail("DeleteObjects confirmed neither its deletion nor an error")
                         .with_retryable(true);
@@ -385,7 +404,7 @@ impl Inner {
             {
                 Ok(()) => tally.removed(1),
                 Err(f) => {
-                    let e = self.fail(f, op::DELETE, &key, true);
+                    let e = self.fail(f, Op::Delete, &key, true);
                     if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
                         return Err(e);
                     }
@@ -407,44 +426,43 @@ fn not_implemented(f: &Failure) -> bool {
 }
 
 /// An error of the same kind as `e`, for another key of the same batch.
-fn like(e: &Error, op: &'static str) -> Error {
+fn like(e: &Error, op: Op) -> Error {
     Error::new(e.kind(), op)
         .with_detail(e.detail().unwrap_or_default().to_owned())
         .with_retryable(e.is_retryable())
 }
 
 /// An object under a block's key that is larger than any block: not ours to return.
-fn oversized(op: &'static str, key: &str) -> Error {
+fn oversized(op: Op, key: &str) -> Error {
     Error::new(ErrorKind::Backend, op)
         .with_key(key)
         .with_detail("the object holds more bytes than BLOCK_SIZE")
 }
 
-impl BlockStore for S3Store {
-    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        let _pass = self.gate.enter(op::WRITE)?;
-        check_key(op::WRITE, key)?;
-        check_block_len(key, data.len())?;
-        let full = self.object_key(op::WRITE, key)?;
+impl Backend for S3Backend {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        let full = self.object_key(Op::Write, key)?;
         // The future must own its data ('static): one copy, and one hash for all attempts.
         let upload = Upload::new(data, self.inner.content_md5);
         let key = key.to_owned();
-        self.call(op::WRITE, move |inner, deadline| async move {
+        self.call(Op::Write, move |inner, deadline| async move {
             let bucket = inner.bucket.clone();
             inner
                 .policy
                 .run(deadline, || put_object(&bucket, &full, &upload))
                 .await
-                .map_err(|f| inner.fail(f, op::WRITE, &key, true))
+                .map_err(|f| inner.fail(f, Op::Write, &key, true))
         })
     }
 
-    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(op::READ)?;
-        check_key(op::READ, key)?;
-        let full = self.object_key(op::READ, key)?;
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let full = self.object_key(Op::Read, key)?;
         let key = key.to_owned();
-        self.call(op::READ, move |inner, deadline| async move {
+        self.call(Op::Read, move |inner, deadline| async move {
             let bucket = inner.bucket.clone();
             let got = inner
                 .policy
@@ -452,19 +470,16 @@ impl BlockStore for S3Store {
                     get_object(&bucket, &full, Want::Whole, BLOCK_SIZE)
                 })
                 .await
-                .map_err(|f| inner.fail(f, op::READ, &key, false))?;
+                .map_err(|f| inner.fail(f, Op::Read, &key, false))?;
             match got {
                 Got::Bytes(body) => Ok(body),
-                Got::Oversized | Got::PastEnd { .. } => Err(oversized(op::READ, &key)),
+                Got::Oversized | Got::PastEnd { .. } => Err(oversized(Op::Read, &key)),
             }
         })
     }
 
-    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(op::READ_RANGE)?;
-        check_key(op::READ_RANGE, key)?;
-        check_range_len(key, length)?;
-        let full = self.object_key(op::READ_RANGE, key)?;
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let full = self.object_key(Op::ReadRange, key)?;
         // Range ends are inclusive. A length past any block's end reads to the end.
         let last = offset
             .checked_add(length - 1)
@@ -474,16 +489,16 @@ impl BlockStore for S3Store {
             last,
         };
         let key = key.to_owned();
-        self.call(op::READ_RANGE, move |inner, deadline| async move {
+        self.call(Op::ReadRange, move |inner, deadline| async move {
             let bucket = inner.bucket.clone();
             let got = inner
                 .policy
                 .run(deadline, || get_object(&bucket, &full, want, BLOCK_SIZE))
                 .await
                 .map_err(|f| {
-                    let e = inner.fail(f, op::READ_RANGE, &key, false);
+                    let e = inner.fail(f, Op::ReadRange, &key, false);
                     if e.kind() == ErrorKind::InvalidRange {
-                        Error::new(ErrorKind::InvalidRange, op::READ_RANGE)
+                        Error::new(ErrorKind::InvalidRange, Op::ReadRange)
                             .with_key(&key)
                             .with_detail(format!(
                                 "offset {offset} is at or past the end of the block"
@@ -495,79 +510,114 @@ impl BlockStore for S3Store {
             match got {
                 Got::Bytes(body) => Ok(body),
                 Got::PastEnd { size } => Err(offset_past_end(&key, offset, size)),
-                Got::Oversized => Err(oversized(op::READ_RANGE, &key)),
+                Got::Oversized => Err(oversized(Op::ReadRange, &key)),
             }
         })
     }
 
-    fn block_size(&self, key: &str) -> Result<u64> {
-        let _pass = self.gate.enter(op::SIZE)?;
-        check_key(op::SIZE, key)?;
-        Ok(self.head(op::SIZE, key)?.size)
+    fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.head(Op::Size, key)?.size)
     }
 
-    fn content_md5(&self, key: &str) -> Result<Option<[u8; 16]>> {
-        let _pass = self.gate.enter(op::SIZE)?;
-        check_key(op::SIZE, key)?;
-        // A single-part upload's ETag is the MD5 of its content, in hex and quotes; a
-        // multipart ETag ends in `-N` and is not.
-        let etag = self.head(op::SIZE, key)?.etag.unwrap_or_default();
-        let mut md5 = [0u8; 16];
-        Ok(hex::decode_to_slice(etag.trim_matches('"'), &mut md5)
-            .ok()
-            .map(|()| md5))
-    }
-
-    fn delete_block(&self, key: &str) -> Result<()> {
-        let _pass = self.gate.enter(op::DELETE)?;
-        check_key(op::DELETE, key)?;
-        let full = self.object_key(op::DELETE, key)?;
+    fn delete(&self, key: &str) -> Result<()> {
+        let full = self.object_key(Op::Delete, key)?;
         let key = key.to_owned();
-        self.call(op::DELETE, move |inner, deadline| async move {
+        self.call(Op::Delete, move |inner, deadline| async move {
             let bucket = inner.bucket.clone();
             inner
                 .policy
                 .run(deadline, || delete_object(&bucket, &full))
                 .await
-                .map_err(|f| inner.fail(f, op::DELETE, &key, true))
+                .map_err(|f| inner.fail(f, Op::Delete, &key, true))
         })
     }
 
-    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
-        let _pass = self.gate.enter(op::DELETE_PREFIX)?;
-        check_prefix(op::DELETE_PREFIX, prefix)?;
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         let prefix = prefix.to_owned();
-        self.call(op::DELETE_PREFIX, move |inner, deadline| async move {
+        self.call(Op::DeletePrefix, move |inner, deadline| async move {
             inner.delete_prefix(&prefix, deadline).await
         })
     }
 
-    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
-        let _pass = self.gate.enter(op::LIST)?;
-        check_prefix(op::LIST, prefix)?;
+    fn scan(&self, prefix: &str, start_after: Option<&str>, _: Fields) -> Result<Blocks<'_>> {
+        let full = |k: &str| format!("{}{k}", self.inner.key_prefix);
+        Ok(Box::new(Scan {
+            store: self,
+            shown: prefix.to_owned(),
+            cursor: Cursor {
+                prefix: full(prefix),
+                start_after: start_after.map(full),
+                ..Cursor::default()
+            },
+            page: Vec::new().into_iter(),
+        }))
+    }
+
+    fn list(&self, prefix: &str, _: Fields) -> Result<Vec<BlockRef>> {
         let prefix = prefix.to_owned();
-        self.call(op::LIST, move |inner, deadline| async move {
+        self.call(Op::List, move |inner, deadline| async move {
             inner.list(&prefix, deadline).await
         })
     }
 
-    fn health_check(&self) -> Result<()> {
-        let _pass = self.gate.enter(op::HEALTH)?;
+    fn health(&self) -> Result<()> {
         let name = self.inner.bucket.name();
-        self.call(op::HEALTH, move |inner, deadline| async move {
+        self.call(Op::Health, move |inner, deadline| async move {
             let cursor = Cursor {
                 prefix: inner.key_prefix.clone(),
                 ..Cursor::default()
             };
             inner
-                .page(op::HEALTH, &name, &cursor, 1, deadline)
+                .page(Op::Health, &name, &cursor, 1, deadline)
                 .await
                 .map(|_| ())
         })
     }
+}
 
-    fn close(&self) -> Result<()> {
-        self.gate.close();
-        Ok(())
+/// A scan of the bucket: one ListObjectsV2 page at a time, each page one call with a
+/// deadline of its own.
+struct Scan<'a> {
+    store: &'a S3Backend,
+    shown: String,
+    cursor: Cursor,
+    page: std::vec::IntoIter<BlockRef>,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<BlockRef>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(block) = self.page.next() {
+                return Some(Ok(block));
+            }
+            if self.cursor.done {
+                return None;
+            }
+            let cursor = self.cursor.clone();
+            let shown = self.shown.clone();
+            let page = self
+                .store
+                .call(Op::List, move |inner, deadline| async move {
+                    let page = inner
+                        .page(Op::List, &shown, &cursor, PAGE, deadline)
+                        .await?;
+                    let mut cursor = cursor;
+                    cursor.advance(&page);
+                    let blocks: Vec<BlockRef> = inner.blocks(page).collect();
+                    Ok((cursor, blocks))
+                });
+            match page {
+                Ok((cursor, blocks)) => {
+                    self.cursor = cursor;
+                    self.page = blocks.into_iter();
+                }
+                Err(e) => {
+                    self.cursor.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,170 @@
+//! [`Checked`]: the one layer every backend goes through. It holds the contract's
+//! entry checks, in the contract's order (`Closed`, the key, argument errors, then the
+//! backend), and the store's open/closed state, so no backend repeats them.
+
+use crate::backend::{Backend, Fields};
+use crate::error::Result;
+use crate::gate::Gate;
+use crate::key::{check_key, check_prefix, MAX_KEY_LEN};
+use crate::op::Op;
+use crate::store::{check_block_len, check_range_len, BlockRef, BlockStore, Blocks};
+
+/// A [`Backend`] behind the contract's checks: a [`BlockStore`].
+#[derive(Debug)]
+pub struct Checked<B> {
+    backend: B,
+    gate: Gate,
+}
+
+impl<B: Backend> Checked<B> {
+    /// Puts `backend` behind the checks.
+    pub fn from_backend(backend: B) -> Self {
+        Checked {
+            backend,
+            gate: Gate::new(),
+        }
+    }
+
+    /// The backend inside, for what only it offers.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}
+
+/// A `start_after` longer than any key cannot be a key: refused, as S3 refuses it.
+fn check_start_after(start_after: Option<&str>) -> Result<()> {
+    match start_after {
+        Some(after) if after.len() > MAX_KEY_LEN => {
+            Err(
+                crate::Error::new(crate::ErrorKind::InvalidKey, Op::List).with_detail(format!(
+                    "start_after is {} bytes, longer than any key ({MAX_KEY_LEN})",
+                    after.len()
+                )),
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+impl<B: Backend> BlockStore for Checked<B> {
+    fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
+        let _pass = self.gate.enter(Op::Write)?;
+        check_key(Op::Write, key)?;
+        check_block_len(key, data.len())?;
+        self.backend.write(key, data)
+    }
+
+    fn read_block(&self, key: &str) -> Result<Vec<u8>> {
+        let _pass = self.gate.enter(Op::Read)?;
+        check_key(Op::Read, key)?;
+        self.backend.read(key)
+    }
+
+    fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let _pass = self.gate.enter(Op::ReadRange)?;
+        check_key(Op::ReadRange, key)?;
+        check_range_len(key, length)?;
+        self.backend.read_range(key, offset, length)
+    }
+
+    fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let _pass = self.gate.enter(Op::ReadRange)?;
+        check_key(Op::ReadRange, key)?;
+        check_range_len(key, buf.len() as u64)?;
+        self.backend.read_range_into(key, offset, buf)
+    }
+
+    fn block_size(&self, key: &str) -> Result<u64> {
+        let _pass = self.gate.enter(Op::Size)?;
+        check_key(Op::Size, key)?;
+        self.backend.size(key)
+    }
+
+    fn delete_block(&self, key: &str) -> Result<()> {
+        let _pass = self.gate.enter(Op::Delete)?;
+        check_key(Op::Delete, key)?;
+        self.backend.delete(key)
+    }
+
+    fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
+        let _pass = self.gate.enter(Op::DeletePrefix)?;
+        check_prefix(Op::DeletePrefix, prefix)?;
+        self.backend.delete_prefix(prefix)
+    }
+
+    fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
+        let _pass = self.gate.enter(Op::List)?;
+        check_prefix(Op::List, prefix)?;
+        check_start_after(start_after)?;
+        let inner = self
+            .backend
+            .scan(prefix, start_after, Fields::KeysAndSizes)?;
+        Ok(GatedScan::boxed(&self.gate, inner))
+    }
+
+    fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let _pass = self.gate.enter(Op::List)?;
+        check_prefix(Op::List, prefix)?;
+        Ok(self
+            .backend
+            .list(prefix, Fields::Keys)?
+            .into_iter()
+            .map(|b| b.key)
+            .collect())
+    }
+
+    fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
+        let _pass = self.gate.enter(Op::List)?;
+        check_prefix(Op::List, prefix)?;
+        self.backend.list(prefix, Fields::KeysAndSizes)
+    }
+
+    fn health_check(&self) -> Result<()> {
+        let _pass = self.gate.enter(Op::Health)?;
+        self.backend.health()
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.gate.close() && !self.gate.forked() {
+            self.backend.shut_down()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A scan behind a gate: each step is an operation of its own, so a scan left open
+/// never holds `close` up, and a step after `close` ends it with `Closed`.
+pub(crate) struct GatedScan<'a> {
+    gate: &'a Gate,
+    inner: Blocks<'a>,
+    done: bool,
+}
+
+impl<'a> GatedScan<'a> {
+    pub(crate) fn boxed(gate: &'a Gate, inner: Blocks<'a>) -> Blocks<'a> {
+        Box::new(GatedScan {
+            gate,
+            inner,
+            done: false,
+        })
+    }
+}
+
+impl Iterator for GatedScan<'_> {
+    type Item = Result<BlockRef>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let step = match self.gate.enter(Op::List) {
+            Ok(_pass) => self.inner.next(),
+            Err(e) => Some(Err(e)),
+        };
+        if !matches!(step, Some(Ok(_))) {
+            self.done = true;
+        }
+        step
+    }
+}

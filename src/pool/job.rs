@@ -1,0 +1,172 @@
+//! [`Job`]: what a pool runs. One trait for single submissions and batches alike; the
+//! store's own operations are jobs ([`Write`], [`Read`], [`ReadRange`], [`ReadInto`],
+//! [`Size`], [`Delete`]), and so is any closure over the store ([`from_fn`]).
+
+use crate::error::Result;
+use crate::op::Op;
+use crate::store::BlockStore;
+
+/// Work for a pool's workers: it runs once, on a worker, against the inner store.
+pub trait Job: Send + 'static {
+    /// What the job produces.
+    type Output: Send + 'static;
+
+    /// Which operation it is, for statistics and errors.
+    fn op(&self) -> Op;
+
+    /// Runs the job against the store.
+    fn run(self, store: &dyn BlockStore) -> Result<Self::Output>;
+}
+
+/// Writes an owned buffer (moved to the worker, not copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The block's key.
+    pub key: String,
+    /// The block.
+    pub data: Vec<u8>,
+}
+
+/// Reads a whole block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The block's key.
+    pub key: String,
+}
+
+/// Reads bytes `[offset, offset + length)` of a block, as `read_block_range`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRange {
+    /// The block's key.
+    pub key: String,
+    /// Where the range starts.
+    pub offset: u64,
+    /// How many bytes at most.
+    pub length: u64,
+}
+
+/// Reads at `offset` into the caller's buffer (its whole length) and hands the buffer
+/// back with the count of bytes read: no copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadInto {
+    /// The block's key.
+    pub key: String,
+    /// Where the read starts.
+    pub offset: u64,
+    /// The buffer to fill.
+    pub buf: Vec<u8>,
+}
+
+/// A block's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    /// The block's key.
+    pub key: String,
+}
+
+/// Deletes a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// The block's key.
+    pub key: String,
+}
+
+impl Job for Write {
+    type Output = ();
+    fn op(&self) -> Op {
+        Op::Write
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<()> {
+        store.write_block(&self.key, &self.data)
+    }
+}
+
+impl Job for Read {
+    type Output = Vec<u8>;
+    fn op(&self) -> Op {
+        Op::Read
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
+        store.read_block(&self.key)
+    }
+}
+
+impl Job for ReadRange {
+    type Output = Vec<u8>;
+    fn op(&self) -> Op {
+        Op::ReadRange
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
+        store.read_block_range(&self.key, self.offset, self.length)
+    }
+}
+
+impl Job for ReadInto {
+    type Output = (Vec<u8>, usize);
+    fn op(&self) -> Op {
+        Op::ReadRange
+    }
+    fn run(mut self, store: &dyn BlockStore) -> Result<(Vec<u8>, usize)> {
+        let n = store.read_block_range_into(&self.key, self.offset, &mut self.buf)?;
+        Ok((self.buf, n))
+    }
+}
+
+impl Job for Size {
+    type Output = u64;
+    fn op(&self) -> Op {
+        Op::Size
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<u64> {
+        store.block_size(&self.key)
+    }
+}
+
+impl Job for Delete {
+    type Output = ();
+    fn op(&self) -> Op {
+        Op::Delete
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<()> {
+        store.delete_block(&self.key)
+    }
+}
+
+/// A closure over the store as a job ([`Op::Job`]); see [`from_fn`].
+pub struct FnJob<F> {
+    op: Op,
+    f: F,
+}
+
+/// Makes a job of a closure over the store:
+/// `pool.submit(from_fn(|store| store.block_size("k")))`.
+pub fn from_fn<F, T>(f: F) -> FnJob<F>
+where
+    F: FnOnce(&dyn BlockStore) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    FnJob { op: Op::Job, f }
+}
+
+/// A closure that runs one of the store's own operations, named as that operation.
+pub(crate) fn call<F, T>(op: Op, f: F) -> FnJob<F>
+where
+    F: FnOnce(&dyn BlockStore) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    FnJob { op, f }
+}
+
+impl<F, T> Job for FnJob<F>
+where
+    F: FnOnce(&dyn BlockStore) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    type Output = T;
+    fn op(&self) -> Op {
+        self.op
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<T> {
+        (self.f)(store)
+    }
+}
