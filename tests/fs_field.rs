@@ -669,3 +669,137 @@ fn temporary_files_beside_blocks_go_with_their_dead_store() {
     );
     assert!(live.exists(), "a live store's temporary file was removed");
 }
+
+/// Writes into a btrfs subvolume (temporary files made beside the blocks) next to a
+/// prefix delete that removes their directories start over like any other write, and
+/// write each block once: the store notices the subvolume (its own device) and makes
+/// the temporary file there from the start.
+#[test]
+fn writes_into_a_subvolume_next_to_prefix_deletes_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_or_explain(loop_fs(dir.path(), "btrfs", 256), "btrfs") else {
+        return;
+    };
+    let base = mount.path.clone();
+    let made = Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(base.join("sv"))
+        .output()
+        .expect("btrfs (btrfs-progs) is needed");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let store = Arc::new(open(&base));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deleter = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut deleted = 0;
+            while !stop.load(Ordering::Relaxed) {
+                deleted += store.delete_by_prefix("sv/").unwrap();
+            }
+            deleted
+        })
+    };
+    let started = Instant::now();
+    let (mut written, mut failures) = (0u64, Vec::new());
+    while started.elapsed() < Duration::from_secs(2) {
+        match store.write_block(&format!("sv/{}/d/b", written % 50), b"block") {
+            Ok(()) => written += 1,
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deleted = deleter.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(written > 50, "only {written} writes");
+    let left = store.list_by_prefix("sv/").unwrap().len() as u64;
+    assert!(deleted + left <= written);
+    // Each block is written once: after the first cross-device rename, a write into
+    // the subvolume makes its temporary file there directly.
+    let log = dir.path().join("strace.log");
+    let child = support::child_command("subvolume_writer_child", "subvolume-writer");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=fdatasync,renameat,renameat2",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(child.get_program())
+    .args(child.get_args())
+    .env("FIELD_BASE", &base);
+    for (k, v) in child.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let status = cmd.status().expect("strace must be installed");
+    assert!(status.success(), "the traced child failed");
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let syncs = trace.lines().filter(|l| l.contains("fdatasync(")).count();
+    let crossed = trace.lines().filter(|l| l.contains("EXDEV")).count();
+    assert!(crossed <= 1, "{crossed} renames crossed devices:\n{trace}");
+    assert!(syncs <= 21, "{syncs} data syncs for 20 blocks:\n{trace}");
+}
+
+/// Child: 20 writes into the subvolume `sv` under `FIELD_BASE`, counting the data syncs
+/// the store makes with strace from outside (see the test above).
+#[test]
+fn subvolume_writer_child() {
+    if child_role().as_deref() != Some("subvolume-writer") {
+        return;
+    }
+    let base = PathBuf::from(std::env::var("FIELD_BASE").unwrap());
+    let store = open(&base);
+    for i in 0..20 {
+        store
+            .write_block(&format!("sv/once/{i}"), &[7u8; 4096])
+            .unwrap();
+    }
+}
+
+/// A FIFO at a key is never opened for reading, so a process waiting to write into it
+/// stays waiting (opening it would let that writer on, and it would die of SIGPIPE when
+/// the store closed it): the type is looked at before anything is opened.
+#[test]
+fn reading_a_fifo_key_does_not_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write_block("f/real", b"x").unwrap();
+    let fifo = dir.path().join("f/pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let writer = {
+        let fifo = fifo.clone();
+        // Blocks in open(O_WRONLY) until someone opens the FIFO for reading.
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).is_ok())
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(kind(store.read_block("f/pipe")), Some(ErrorKind::NotFound));
+    assert_eq!(
+        kind(store.read_block_range("f/pipe", 0, 8)),
+        Some(ErrorKind::NotFound)
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        kind(store.read_block_range_into("f/pipe", 0, &mut buf)),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(kind(store.block_size("f/pipe")), Some(ErrorKind::NotFound));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !writer.is_finished(),
+        "a read opened the FIFO and let its writer on"
+    );
+    // Let the writer go.
+    let _reader = std::fs::File::open(&fifo).unwrap();
+    assert!(writer.join().unwrap());
+}

@@ -42,6 +42,11 @@ const BESIDE: &[u8] = b".blockstore\xfft-";
 /// never sees a partial block) but not durable, and the store keeps no record of new
 /// directories at all.
 ///
+/// Across processes the store cannot know which directories another process created
+/// and has not synced yet: a write into a directory that another process made a
+/// moment before may return before that process has made the directory's own entry
+/// durable. Once the creating write returns, the directory is durable for everyone.
+///
 /// # Internal area
 ///
 /// The top-level directory `.blockstore` (rejected as a key by every backend) holds
@@ -155,6 +160,8 @@ impl fmt::Debug for FsBackend {
 enum Retry {
     /// The temporary file vanished with the internal area: write it again.
     AreaGone,
+    /// The block's directory vanished (a concurrent delete's clean-up): start over.
+    ParentGone,
     /// Give up with this error.
     Fail(Error),
 }
@@ -423,7 +430,12 @@ impl FsBackend {
             // No point writing the block into the area: it cannot be renamed from there.
             return self.install(&work, None, key, data).map_err(|r| match r {
                 Retry::Fail(e) => e,
-                Retry::AreaGone => Error::new(ErrorKind::Backend, Op::Write).with_key(key),
+                Retry::AreaGone | Retry::ParentGone => vanished_or(
+                    Op::Write,
+                    key,
+                    Errno::NOENT,
+                    "the block's directory kept vanishing",
+                ),
             });
         }
         for _ in 0..RETRIES {
@@ -443,7 +455,7 @@ impl FsBackend {
             match self.install(&work, Some(&temp), key, data) {
                 Ok(()) => return Ok(()),
                 // A cleaner took the temporary file with the area: write it again.
-                Err(Retry::AreaGone) => continue,
+                Err(Retry::AreaGone | Retry::ParentGone) => continue,
                 Err(Retry::Fail(e)) => {
                     work.remove(&temp);
                     return Err(e);
@@ -514,10 +526,14 @@ impl FsBackend {
                 // The block's directory is on another mount: write it there.
                 Err(Errno::XDEV) => {
                     self.mounts_below.store(true, Ordering::Relaxed);
+                    match self.write_beside(work, key, &parent, leaf, data) {
+                        Ok(()) => {}
+                        Err(Retry::ParentGone) => continue,
+                        Err(other) => return Err(other),
+                    }
                     if let Some(temp) = temp {
                         work.remove(temp);
                     }
-                    self.write_beside(work, key, &parent, leaf, data)?;
                 }
                 Err(e) => return Err(rename_error(key, e).into()),
             }
@@ -532,12 +548,12 @@ impl FsBackend {
             .into())
     }
 
-    /// Whether the block's directory (when it exists) is on another mount than the
-    /// work directory.
+    /// Whether the block's directory (when it exists) is on another mount, or another
+    /// btrfs subvolume (same mount, its own device), than the work directory.
     fn on_other_mount(&self, key: &str, work: &WorkDir) -> bool {
         let (parent_rel, _) = sys::split_parent(key);
         sys::open_dir(self.base(), parent_rel)
-            .is_ok_and(|parent| sys::mount_id(parent.as_fd()) != sys::mount_id(work.fd()))
+            .is_ok_and(|parent| sys::filesystem_of(parent.as_fd()) != sys::filesystem_of(work.fd()))
     }
 
     /// Writes the block through a temporary file in its own directory (which is on
@@ -549,12 +565,16 @@ impl FsBackend {
         parent: &OwnedFd,
         leaf: &str,
         data: &[u8],
-    ) -> Result<()> {
+    ) -> Result<(), Retry> {
         let mut name = BESIDE.to_vec();
         name.extend_from_slice(format!("{}-{}", work.id(), work.next_number()).as_bytes());
         let name = name.as_slice();
-        let file = create_exact(parent.as_fd(), name, self.config.file_mode)
-            .map_err(|e| error(Op::Write, key, e))?;
+        let file = match create_exact(parent.as_fd(), name, self.config.file_mode) {
+            Ok(file) => file,
+            // The directory was removed since it was opened.
+            Err(Errno::NOENT) => return Err(Retry::ParentGone),
+            Err(e) => return Err(error(Op::Write, key, e).into()),
+        };
         let written = sys::write_all(file.as_fd(), data).and_then(|()| {
             if self.config.fsync {
                 rustix::fs::fdatasync(&file)
@@ -566,7 +586,7 @@ impl FsBackend {
         let renamed = written.and_then(|()| rustix::fs::renameat(parent, name, parent, leaf));
         if let Err(e) = renamed {
             let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
-            return Err(rename_error(key, e));
+            return Err(rename_error(key, e).into());
         }
         Ok(())
     }
@@ -733,8 +753,20 @@ impl FsBackend {
             && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
     }
 
-    /// Opens the block `key` for reading: its descriptor and size.
+    /// Opens the block `key` for reading: its descriptor and size. What is at the path
+    /// is looked at first, so a FIFO or a device is never opened (opening a FIFO lets a
+    /// writer waiting on it go on; opening a device can start a driver's action).
     fn open_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
+        match sys::stat_at(self.base(), key) {
+            Ok(st) if !sys::is_regular(&st) => {
+                return Err(Error::new(ErrorKind::NotFound, op)
+                    .with_key(key)
+                    .with_detail("not a regular file"))
+            }
+            // A regular file, or nothing that a lookup without links can reach: the
+            // open below decides (it refuses links on the way).
+            _ => {}
+        }
         let fd = match sys::open_file(self.base(), key) {
             Ok(fd) => fd,
             Err(e) if means_absent(e) => {

@@ -134,6 +134,13 @@ pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
     (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
 }
 
+/// Which filesystem `fd` is on: its mount and its device (a btrfs subvolume shares
+/// its parent's mount but has a device of its own). A rename works only within one.
+pub(crate) fn filesystem_of(fd: BorrowedFd<'_>) -> Option<(Option<u64>, u64)> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    Some((mount_id(fd), st.st_dev))
+}
+
 /// Whether a `stat` describes a regular file.
 pub(crate) fn is_regular(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::RegularFile

@@ -307,7 +307,8 @@ fn remove_abandoned(area: BorrowedFd<'_>) {
 }
 
 /// Removes the flat directory `name` in `parent` and the files in it; anything that is
-/// not a directory is left alone.
+/// not a directory is left alone. An empty directory goes even when it cannot be
+/// opened (out of descriptors).
 fn remove_tree(parent: BorrowedFd<'_>, name: &str) {
     if let Ok(dir) = sys::open_dir(parent, name) {
         if let Ok(files) = list_names(dir.as_fd()) {
@@ -315,8 +316,8 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &str) {
                 let _ = rustix::fs::unlinkat(&dir, file.as_str(), AtFlags::empty());
             }
         }
-        let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
     }
+    let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
 }
 
 /// Whether the work directory `id` (named in a temporary file made outside the area)
