@@ -19,6 +19,30 @@ use crate::s3::S3Config;
 use crate::store::BlockStore;
 
 /// The whole configuration file.
+///
+/// ```
+/// use blockstore::{BackendKind, Config, ErrorKind};
+///
+/// let config = Config::from_toml_str(r#"
+///     [block_store]
+///     type = "filesystem"
+///
+///     [block_store.filesystem]
+///     base_path = "/srv/blocks"
+///     fsync = true
+///
+///     [pool]
+///     workers = 8
+/// "#)?;
+/// assert_eq!(config.block_store.backend, BackendKind::Filesystem);
+/// assert_eq!(config.pool.map(|p| p.workers), Some(8));
+///
+/// // Mistakes name the key and the line.
+/// let e = Config::from_toml_str("[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"/x\"\nfsynk = true\n").unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::Config);
+/// assert!(e.to_string().contains("fsynk") && e.to_string().contains("line 5"));
+/// # Ok::<(), blockstore::Error>(())
+/// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -145,29 +169,18 @@ fn with_line(text: &str, e: Error) -> Error {
     config_error(&key, &format!("line {line}: {detail}"))
 }
 
-/// The line where `path` (`table.key`, or a table) is written, for plain TOML layouts:
-/// `[table]` headers followed by `key = value` lines.
+/// The line where `path` (`table.key`, or a table) is written, from the spans the TOML
+/// parser keeps.
 fn line_of(text: &str, path: &str) -> Option<usize> {
-    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            current = header.trim().to_owned();
-            if current == path {
-                return Some(i + 1);
-            }
-            continue;
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (key, value) = table.iter().find(|(k, _)| k.get_ref() == part)?;
+        if parts.peek().is_none() {
+            return Some(text[..key.span().start].matches('\n').count() + 1);
         }
-        let name = line
-            .split('=')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .trim_matches('"');
-        if current == table && line.contains('=') && name == key {
-            return Some(i + 1);
-        }
+        table = value.get_ref().as_table()?;
     }
     None
 }
@@ -191,6 +204,15 @@ fn toml_error(text: &str, err: &toml::de::Error, path: &str) -> Error {
 }
 
 /// Opens the store a configuration describes, wrapped in a pool when `[pool]` is present.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let config = blockstore::Config::filesystem(dir.path().join("blocks"));
+/// let store = blockstore::open(&config)?;
+/// store.write_block("export/f/chunk-0/block-0", b"block")?;
+/// assert_eq!(store.block_size("export/f/chunk-0/block-0")?, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
     config.validate()?;
     let store: Arc<dyn BlockStore> = match config.block_store.backend {

@@ -175,6 +175,29 @@ pub fn block_key(content_id: &str, chunk_idx: u64, block_idx: u64) -> String {
     key
 }
 
+/// The prefix of one content id's blocks: `{content_id}/`, with the `/`. Prefixes are
+/// plain string prefixes, so `delete_by_prefix("files/1")` also deletes
+/// `files/10/...`; `delete_by_prefix(&content_prefix("files/1"))` deletes only the
+/// blocks of `files/1`.
+///
+/// ```
+/// use blockstore::{block_key, content_prefix, BlockStore, MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// store.write_block(&block_key("files/1", 0, 0), b"one")?;
+/// store.write_block(&block_key("files/10", 0, 0), b"ten")?;
+/// assert_eq!(content_prefix("files/1"), "files/1/");
+/// assert_eq!(store.delete_by_prefix(&content_prefix("files/1"))?, 1);
+/// assert_eq!(store.list_by_prefix("files/")?, ["files/10/chunk-0/block-0"]);
+/// # Ok::<(), blockstore::Error>(())
+/// ```
+pub fn content_prefix(content_id: &str) -> String {
+    let mut prefix = String::with_capacity(content_id.len() + 1);
+    prefix.push_str(content_id);
+    prefix.push('/');
+    prefix
+}
+
 /// The parts of a key in the caller's layout, as returned by [`parse_block_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockKey<'a> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use blockstore::{block_key, BackendKind, BlockStore, Config};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{load_config, open, parse_size, Failure, Output};
+use crate::common::{load_config, open, parse_size, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -168,13 +168,6 @@ fn bare_list(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<
     Ok(())
 }
 
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
-
 pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
     if args.workers == 0 || args.blocks == 0 || args.block_size == 0 {
         return Err(Failure::invalid(
@@ -195,7 +188,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     } else {
         Config::filesystem(temp.path().join("store"))
     };
-    let store: Arc<dyn BlockStore> = open(&config, true)?;
+    let store: Arc<dyn BlockStore> = open(&config, Create::IfMissing)?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -294,7 +287,8 @@ fn phases(
     let ranges = (n * 64).max(4096);
     let stats = (n * 64).max(4096);
     let listings = 200;
-    let offset = |i: usize| xorshift(i as u64 + 1) % (size - range_len + 1) as u64;
+    // Offsets that follow no pattern the page cache or a server could favour.
+    let offset = |i: usize| fastrand::Rng::with_seed(i as u64).u64(..=(size - range_len) as u64);
     let bare_paths: Vec<PathBuf> = match bare {
         Bare::Fs { dir, .. } => {
             let paths: Vec<PathBuf> = keys.iter().map(|k| dir.join(k)).collect();

@@ -100,17 +100,26 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     match path {
         Some(path) => Config::load(&path).map_err(|e| Failure {
             code: EXIT_INVALID,
-            message: format!("config {}", e.to_string().trim_start_matches("config ")),
+            message: e.to_string(),
         }),
         None => Ok(Config::filesystem(DEFAULT_DIR)),
     }
 }
 
-/// Opens the configured store. With `create = false` a filesystem store that does not
+/// Whether a command may create the filesystem store it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// Make the base directory when it is missing (commands that write).
+    IfMissing,
+    /// A missing store is "no store there" (commands that only read).
+    Never,
+}
+
+/// Opens the configured store; with [`Create::Never`] a filesystem store that does not
 /// exist is reported as "no store there" instead of being created.
-pub fn open(config: &Config, create: bool) -> Result<Arc<dyn BlockStore>, Failure> {
+pub fn open(config: &Config, create: Create) -> Result<Arc<dyn BlockStore>, Failure> {
     let mut config = config.clone();
-    if let (false, BackendKind::Filesystem, Some(fs)) = (
+    if let (Create::Never, BackendKind::Filesystem, Some(fs)) = (
         create,
         config.block_store.backend,
         config.block_store.filesystem.as_mut(),
@@ -127,7 +136,7 @@ pub fn open(config: &Config, create: bool) -> Result<Arc<dyn BlockStore>, Failur
 }
 
 /// Loads the configuration and opens its store.
-pub fn open_store(path: Option<&Path>, create: bool) -> Result<Arc<dyn BlockStore>, Failure> {
+pub fn open_store(path: Option<&Path>, create: Create) -> Result<Arc<dyn BlockStore>, Failure> {
     open(&load_config(path)?, create)
 }
 

@@ -17,7 +17,7 @@ use blockstore::pool::Handle;
 use blockstore::{BlockStore, Error, ErrorKind, Pool, PoolConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{human_bytes, load_config, open, Failure, Output, EXIT_FAILURE};
+use crate::common::{human_bytes, load_config, open, Create, Failure, Output, EXIT_FAILURE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,10 +45,10 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         workers: 8,
         queue_capacity: 64,
     });
-    let source = open(&source_config, false)?;
+    let source = open(&source_config, Create::Never)?;
     let mut dest_config = load_config(Some(&args.to))?;
     dest_config.pool = None;
-    let dest = open(&dest_config, true)?;
+    let dest = open(&dest_config, Create::IfMissing)?;
 
     let blocks = source
         .list_blocks(&args.prefix)

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::common::{open_store, Failure, Output};
+use crate::common::{open_store, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, _out: &Output, args: Args) -> Result<(), Failure> {
-    let store = open_store(config, false)?;
+    let store = open_store(config, Create::Never)?;
     let data = match (args.offset, args.length) {
         (None, None) => store.read_block(&args.key),
         (offset, length) => {

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::common::{open_store, Failure, Output};
+use crate::common::{open_store, Create, Failure, Output};
 
 pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
-    let store = open_store(config, false)?;
+    let store = open_store(config, Create::Never)?;
     match store.health_check() {
         Ok(()) => {
             if out.json {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::common::{open_store, Failure, Output};
+use crate::common::{open_store, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
-    let store = open_store(config, false)?;
+    let store = open_store(config, Create::Never)?;
     let blocks = store
         .list_blocks(&args.prefix)
         .map_err(|e| Failure::store("ls", &args.prefix, &e))?;

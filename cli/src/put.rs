@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use blockstore::BLOCK_SIZE;
 
-use crate::common::{human_bytes, open_store, Failure, Output};
+use crate::common::{human_bytes, open_store, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +31,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
             .read_to_end(&mut data)
             .map_err(|e| Failure::io(&format!("put {}: reading standard input", args.key), e))?,
     };
-    let store = open_store(config, true)?;
+    let store = open_store(config, Create::IfMissing)?;
     store
         .write_block(&args.key, &data)
         .map_err(|e| Failure::store("put", &args.key, &e))?;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{open_store, Failure, Output};
+use crate::common::{open_store, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,7 +24,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
                 "rm: an empty --prefix deletes every block in the store; add --all if that is what you want",
             ));
         }
-        let store = open_store(config, false)?;
+        let store = open_store(config, Create::Never)?;
         let n = store
             .delete_by_prefix(prefix)
             .map_err(|e| Failure::store("rm --prefix", prefix, &e))?;
@@ -35,7 +35,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         }
         return Ok(());
     }
-    let store = open_store(config, false)?;
+    let store = open_store(config, Create::Never)?;
     for key in &args.keys {
         store
             .delete_block(key)

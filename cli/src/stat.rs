@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{open_store, Failure, Output};
+use crate::common::{open_store, Create, Failure, Output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
-    let store = open_store(config, false)?;
+    let store = open_store(config, Create::Never)?;
     let size = store
         .block_size(&args.key)
         .map_err(|e| Failure::store("stat", &args.key, &e))?;

@@ -958,12 +958,7 @@ impl Backend for FsBackend {
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>, fields: Fields) -> Result<Blocks<'_>> {
-        let walk = Walk::new(
-            self.base(),
-            prefix,
-            start_after,
-            fields == Fields::KeysAndSizes,
-        );
+        let walk = Walk::new(self.base(), prefix, start_after, fields);
         let shown = prefix.to_owned();
         Ok(Box::new(
             walk.map(move |b| b.map_err(|e| error(Op::List, &shown, e))),

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
+use crate::backend::Fields;
 use crate::key::{validate_key, RESERVED_NAME};
 use crate::store::BlockRef;
 
@@ -138,7 +139,7 @@ struct Level {
 pub(crate) struct Walk<'a> {
     base: BorrowedFd<'a>,
     levels: Vec<Level>,
-    sizes: bool,
+    fields: Fields,
     start_after: Option<String>,
     /// Set once the walk has started (or found nothing to walk).
     started: bool,
@@ -147,17 +148,17 @@ pub(crate) struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     /// A walk of the blocks whose keys start with `prefix` and sort after
-    /// `start_after`. Sizes are looked up only when `sizes` is set (otherwise 0).
+    /// `start_after`. Sizes are looked up only when `fields` asks for them (otherwise 0).
     pub(crate) fn new(
         base: BorrowedFd<'a>,
         prefix: &str,
         start_after: Option<&str>,
-        sizes: bool,
+        fields: Fields,
     ) -> Walk<'a> {
         Walk {
             base,
             levels: Vec::new(),
-            sizes,
+            fields,
             start_after: start_after.map(str::to_owned),
             started: false,
             prefix: prefix.to_owned(),
@@ -211,7 +212,7 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let mut size = 0;
-            if self.sizes {
+            if self.fields == Fields::KeysAndSizes {
                 match sys::stat_at(level.fd.as_fd(), &entry.name) {
                     Ok(st) if sys::is_regular(&st) => size = st.st_size as u64,
                     // Deleted or replaced since the directory was read.

@@ -17,7 +17,7 @@ use s3::Bucket;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::error::{Failure, S3Failure};
+use super::error::{AttemptError, S3Failure};
 use super::reply::{body, root_element, success};
 use super::sign::{bucket_url, header, object_url, signed, EMPTY_SHA256};
 
@@ -25,7 +25,7 @@ use super::sign::{bucket_url, header, object_url, signed, EMPTY_SHA256};
 const REPLY_BYTES: usize = 8 << 20;
 
 /// One DeleteObject attempt.
-pub(crate) async fn delete_object(bucket: &Bucket, object_key: &str) -> Result<(), Failure> {
+pub(crate) async fn delete_object(bucket: &Bucket, object_key: &str) -> Result<(), AttemptError> {
     let url = object_url(bucket, object_key)?;
     let request = signed(bucket, Method::DELETE, url, EMPTY_SHA256, HeaderMap::new()).await?;
     success(request.send().await?).await?;
@@ -83,7 +83,10 @@ fn request_body(keys: &[String]) -> String {
 }
 
 /// One DeleteObjects attempt for `keys` (full object keys, at most 1,000).
-pub(crate) async fn delete_objects(bucket: &Bucket, keys: &[String]) -> Result<Outcome, Failure> {
+pub(crate) async fn delete_objects(
+    bucket: &Bucket,
+    keys: &[String],
+) -> Result<Outcome, AttemptError> {
     let xml = Bytes::from(request_body(keys));
     let mut headers = HeaderMap::with_capacity(10);
     headers.insert(CONTENT_LENGTH, xml.len().into());
@@ -102,7 +105,7 @@ pub(crate) async fn delete_objects(bucket: &Bucket, keys: &[String]) -> Result<O
 }
 
 /// Sorts the keys sent by what the reply says of each.
-fn read_outcome(keys: &[String], bytes: &[u8]) -> Result<Outcome, Failure> {
+fn read_outcome(keys: &[String], bytes: &[u8]) -> Result<Outcome, AttemptError> {
     let root = root_element(bytes);
     if root.as_deref() != Some("DeleteResult") {
         let shown = match root.as_deref() {
@@ -113,14 +116,15 @@ fn read_outcome(keys: &[String], bytes: &[u8]) -> Result<Outcome, Failure> {
             Some(other) => format!("a reply whose document is <{other}>"),
             None => "a reply that is not XML".to_owned(),
         };
-        return Err(Failure::Invalid(format!(
+        return Err(AttemptError::Invalid(format!(
             "DeleteObjects confirmed nothing: {shown}"
         )));
     }
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| Failure::Invalid("a DeleteObjects reply that is not UTF-8".into()))?;
-    let parsed: DeleteResult = quick_xml::de::from_str(text)
-        .map_err(|e| Failure::Invalid(format!("a DeleteObjects reply that does not parse: {e}")))?;
+        .map_err(|_| AttemptError::Invalid("a DeleteObjects reply that is not UTF-8".into()))?;
+    let parsed: DeleteResult = quick_xml::de::from_str(text).map_err(|e| {
+        AttemptError::Invalid(format!("a DeleteObjects reply that does not parse: {e}"))
+    })?;
     let mut pending: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut outcome = Outcome::default();
     for item in parsed.items {
@@ -183,14 +187,14 @@ mod tests {
             b"{}",
         ] {
             assert!(
-                matches!(read_outcome(&sent, bad), Err(Failure::Invalid(_))),
+                matches!(read_outcome(&sent, bad), Err(AttemptError::Invalid(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         // A cut reply confirms nothing, whether or not it parses.
         match read_outcome(&sent, b"<DeleteResult><Deleted><Key>a") {
-            Err(Failure::Invalid(_)) => {}
+            Err(AttemptError::Invalid(_)) => {}
             Ok(o) => assert!(o.deleted.is_empty() && o.unconfirmed.len() == 3, "{o:?}"),
             Err(other) => panic!("{other:?}"),
         }

@@ -100,9 +100,19 @@ impl S3Failure {
     }
 }
 
+/// Whether a failed request may still have changed the store: a write or delete that
+/// timed out or lost its connection may have taken effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Changes {
+    /// A read: nothing changes whatever happened.
+    None,
+    /// A write or delete: the outcome of a failure may be unknown.
+    Possible,
+}
+
 /// What one failed attempt was, before it becomes an [`Error`].
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub(crate) enum AttemptError {
     /// The server answered with an error.
     Reply(S3Failure),
     /// The endpoint could not be reached (connection refused, DNS).
@@ -119,26 +129,26 @@ pub(crate) enum Failure {
     Other(String),
 }
 
-impl From<S3Error> for Failure {
+impl From<S3Error> for AttemptError {
     fn from(e: S3Error) -> Self {
-        Failure::from_s3(e)
+        AttemptError::from_s3(e)
     }
 }
 
-impl From<reqwest::Error> for Failure {
+impl From<reqwest::Error> for AttemptError {
     fn from(e: reqwest::Error) -> Self {
-        Failure::from_s3(S3Error::Reqwest(e))
+        AttemptError::from_s3(S3Error::Reqwest(e))
     }
 }
 
-impl Failure {
+impl AttemptError {
     /// Sorts a rust-s3 error. Only the status and parsed fields of a reply are kept.
-    pub(crate) fn from_s3(err: S3Error) -> Failure {
+    pub(crate) fn from_s3(err: S3Error) -> AttemptError {
         match err {
             S3Error::HttpFailWithBody(status, body) => {
-                Failure::Reply(S3Failure::parse(status, &body))
+                AttemptError::Reply(S3Failure::parse(status, &body))
             }
-            S3Error::HttpFail => Failure::Reply(S3Failure {
+            S3Error::HttpFail => AttemptError::Reply(S3Failure {
                 status: 0,
                 code: String::new(),
                 message: "request failed".into(),
@@ -148,50 +158,50 @@ impl Failure {
                 // without the URL anyway.
                 let e = e.without_url();
                 if e.is_timeout() {
-                    Failure::TimedOut
+                    AttemptError::TimedOut
                 } else if e.is_connect() {
-                    Failure::Connect(chain(&e))
+                    AttemptError::Connect(chain(&e))
                 } else if e.is_builder() {
-                    Failure::Other(chain(&e))
+                    AttemptError::Other(chain(&e))
                 } else {
-                    Failure::Transport(chain(&e))
+                    AttemptError::Transport(chain(&e))
                 }
             }
-            S3Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::TimedOut,
-            S3Error::Io(e) => Failure::Transport(e.to_string()),
-            S3Error::Credentials(e) => Failure::Other(format!("credentials: {e}")),
-            other => Failure::Other(other.to_string()),
+            S3Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => AttemptError::TimedOut,
+            S3Error::Io(e) => AttemptError::Transport(e.to_string()),
+            S3Error::Credentials(e) => AttemptError::Other(format!("credentials: {e}")),
+            other => AttemptError::Other(other.to_string()),
         }
     }
 
     /// Whether another attempt may succeed.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            Failure::Reply(r) => r.is_retryable(),
-            Failure::Connect(_) | Failure::TimedOut | Failure::Transport(_) => true,
-            Failure::Invalid(_) => true,
-            Failure::Other(_) => false,
+            AttemptError::Reply(r) => r.is_retryable(),
+            AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
+            AttemptError::Invalid(_) => true,
+            AttemptError::Other(_) => false,
         }
     }
 
     /// The HTTP status of a reply, if it was one.
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
-            Failure::Reply(r) => Some(r.status),
+            AttemptError::Reply(r) => Some(r.status),
             _ => None,
         }
     }
 
     /// The error a caller sees for operation `op` on `key`.
-    pub(crate) fn into_error(self, op: Op, key: &str, writes: bool) -> Error {
+    pub(crate) fn into_error(self, op: Op, key: &str, changes: Changes) -> Error {
         let retryable = self.is_retryable();
-        let unknown = if writes {
+        let unknown = if changes == Changes::Possible {
             "; the outcome is unknown: the change may still take effect"
         } else {
             ""
         };
         let e = match self {
-            Failure::Reply(reply) => {
+            AttemptError::Reply(reply) => {
                 let kind = reply.kind();
                 let mut e = Error::new(kind, op).with_source(reply.clone());
                 if kind == ErrorKind::Config && reply.code == "NoSuchBucket" {
@@ -203,16 +213,16 @@ impl Failure {
                 }
                 e
             }
-            Failure::Connect(why) => Error::new(ErrorKind::Unavailable, op)
+            AttemptError::Connect(why) => Error::new(ErrorKind::Unavailable, op)
                 .with_detail(format!("cannot reach the endpoint: {why}")),
-            Failure::TimedOut => Error::new(ErrorKind::Timeout, op)
+            AttemptError::TimedOut => Error::new(ErrorKind::Timeout, op)
                 .with_detail(format!("no answer in time{unknown}")),
-            Failure::Transport(why) => Error::new(ErrorKind::Backend, op)
+            AttemptError::Transport(why) => Error::new(ErrorKind::Backend, op)
                 .with_detail(format!("connection failed: {why}{unknown}")),
-            Failure::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
+            AttemptError::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
                 "the server's reply does not match the request: {why}{unknown}"
             )),
-            Failure::Other(why) => Error::new(ErrorKind::Backend, op).with_detail(why),
+            AttemptError::Other(why) => Error::new(ErrorKind::Backend, op).with_detail(why),
         };
         e.with_key(key).with_retryable(retryable)
     }
@@ -238,8 +248,8 @@ mod tests {
     fn replies_keep_only_status_code_and_message() {
         let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message>\
                     <RequestId>1</RequestId><Token-0>FwoGZXIvYXdzEBYaSECRETTOKEN</Token-0></Error>";
-        let f = Failure::from_s3(S3Error::HttpFailWithBody(403, body.into()));
-        let e = f.into_error(Op::Read, "k", false);
+        let f = AttemptError::from_s3(S3Error::HttpFailWithBody(403, body.into()));
+        let e = f.into_error(Op::Read, "k", Changes::None);
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         assert!(!e.is_retryable());
         let shown = format!("{e} {e:?}");
@@ -286,38 +296,38 @@ mod tests {
     #[test]
     fn io_timeouts_and_other_io_errors() {
         use std::io::{Error as IoError, ErrorKind as Io};
-        let timed_out = Failure::from_s3(S3Error::Io(IoError::new(Io::TimedOut, "slow")));
-        assert!(matches!(timed_out, Failure::TimedOut), "{timed_out:?}");
-        let reset = Failure::from_s3(S3Error::Io(IoError::new(Io::ConnectionReset, "rst")));
+        let timed_out = AttemptError::from_s3(S3Error::Io(IoError::new(Io::TimedOut, "slow")));
+        assert!(matches!(timed_out, AttemptError::TimedOut), "{timed_out:?}");
+        let reset = AttemptError::from_s3(S3Error::Io(IoError::new(Io::ConnectionReset, "rst")));
         assert!(
-            matches!(&reset, Failure::Transport(m) if m.contains("rst")),
+            matches!(&reset, AttemptError::Transport(m) if m.contains("rst")),
             "{reset:?}"
         );
     }
 
     #[test]
     fn details_name_the_cause() {
-        let reply = |status, code: &str, writes| {
-            Failure::Reply(S3Failure {
+        let reply = |status, code: &str, changes| {
+            AttemptError::Reply(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
             })
-            .into_error(Op::Write, "k", writes)
+            .into_error(Op::Write, "k", changes)
             .to_string()
         };
-        assert!(reply(404, "NoSuchBucket", false).contains("the bucket does not exist"));
-        assert!(!reply(404, "NoSuchKey", false).contains("the bucket does not exist"));
+        assert!(reply(404, "NoSuchBucket", Changes::None).contains("the bucket does not exist"));
+        assert!(!reply(404, "NoSuchKey", Changes::None).contains("the bucket does not exist"));
         // Only the 404 that maps to Config says so; the same code elsewhere is a
         // server failure reported as it came.
-        assert!(!reply(400, "NoSuchBucket", false).contains("the bucket does not exist"));
-        assert!(reply(403, "AccessDenied", false).contains("check the credentials"));
-        assert!(!reply(500, "InternalError", false).contains("check the credentials"));
-        let timeout = reply(400, "RequestTimeout", true);
+        assert!(!reply(400, "NoSuchBucket", Changes::None).contains("the bucket does not exist"));
+        assert!(reply(403, "AccessDenied", Changes::None).contains("check the credentials"));
+        assert!(!reply(500, "InternalError", Changes::None).contains("check the credentials"));
+        let timeout = reply(400, "RequestTimeout", Changes::Possible);
         assert!(timeout.contains("the server timed out"), "{timeout}");
         assert!(timeout.contains("outcome is unknown"), "{timeout}");
-        assert!(!reply(400, "RequestTimeout", false).contains("outcome is unknown"));
-        assert!(!reply(503, "SlowDown", true).contains("the server timed out"));
+        assert!(!reply(400, "RequestTimeout", Changes::None).contains("outcome is unknown"));
+        assert!(!reply(503, "SlowDown", Changes::Possible).contains("the server timed out"));
     }
 
     #[test]
@@ -341,7 +351,7 @@ mod tests {
     #[test]
     fn retry_rules() {
         let reply = |status, code: &str| {
-            Failure::Reply(S3Failure {
+            AttemptError::Reply(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
@@ -368,20 +378,20 @@ mod tests {
         ] {
             assert!(!reply(status, code).is_retryable(), "{status} {code}");
         }
-        assert!(Failure::TimedOut.is_retryable());
-        assert!(Failure::Connect("refused".into()).is_retryable());
-        assert!(!Failure::Other("x".into()).is_retryable());
+        assert!(AttemptError::TimedOut.is_retryable());
+        assert!(AttemptError::Connect("refused".into()).is_retryable());
+        assert!(!AttemptError::Other("x".into()).is_retryable());
     }
 
     #[test]
     fn kinds() {
         let kind = |status, code: &str| {
-            Failure::Reply(S3Failure {
+            AttemptError::Reply(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
             })
-            .into_error(Op::Read, "k", false)
+            .into_error(Op::Read, "k", Changes::None)
             .kind()
         };
         assert_eq!(kind(404, "NoSuchKey"), ErrorKind::NotFound);
@@ -395,7 +405,7 @@ mod tests {
         assert_eq!(kind(400, "RequestTimeout"), ErrorKind::Timeout);
         assert_eq!(kind(400, "InvalidArgument"), ErrorKind::Backend);
         assert_eq!(kind(403, "AccessDenied"), ErrorKind::PermissionDenied);
-        let e = Failure::TimedOut.into_error(Op::Write, "k", true);
+        let e = AttemptError::TimedOut.into_error(Op::Write, "k", Changes::Possible);
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(e.to_string().contains("outcome is unknown"), "{e}");
     }

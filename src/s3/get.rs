@@ -17,14 +17,14 @@
 //! - A body must hold exactly its `Content-Length`; one without (ended by closing the
 //!   connection) is held to the length the range promised.
 //!
-//! A reply that fails a check is `Failure::Invalid`: retried, never returned as data.
+//! A reply that fails a check is `AttemptError::Invalid`: retried, never returned as data.
 
 use reqwest::header::{HeaderMap, HeaderValue, RANGE};
 use reqwest::Method;
 use reqwest::Response;
 use s3::Bucket;
 
-use super::error::Failure;
+use super::error::AttemptError;
 use super::reply::{header, success};
 use super::sign::{header as header_value, object_url, signed, EMPTY_SHA256};
 
@@ -67,7 +67,7 @@ pub(crate) async fn get_object(
     object_key: &str,
     want: Want,
     limit: usize,
-) -> Result<Got, Failure> {
+) -> Result<Got, AttemptError> {
     let mut headers = HeaderMap::with_capacity(8);
     if let Want::Range { first, last } = want {
         let value = match last {
@@ -113,12 +113,12 @@ pub(crate) async fn get_object(
         }
         (Want::Range { first, last }, 206, Some(range)) => {
             let Some((a, b, total)) = content_range(&range) else {
-                return Err(Failure::Invalid(format!(
+                return Err(AttemptError::Invalid(format!(
                     "a 206 reply with Content-Range {range:?}"
                 )));
             };
             let total = total.ok_or_else(|| {
-                Failure::Invalid(format!("a 206 reply with no total in {range:?}"))
+                AttemptError::Invalid(format!("a 206 reply with no total in {range:?}"))
             })?;
             if total > limit as u64 {
                 return Ok(Got::Oversized);
@@ -133,37 +133,39 @@ pub(crate) async fn get_object(
                 None => b + 1 == total,
             };
             if a != first || b < a || b >= total || !ends_right {
-                return Err(Failure::Invalid(format!(
+                return Err(AttemptError::Invalid(format!(
                     "asked for {asked}, the reply holds bytes {a}-{b} of {total}"
                 )));
             }
             let expected = (b - a + 1) as usize;
             let body = read(reply, expected.saturating_add(1)).await?;
             if body.len() != expected {
-                return Err(Failure::Invalid(format!(
+                return Err(AttemptError::Invalid(format!(
                     "asked for {asked}, the reply's Content-Range promised {expected} bytes and its body held {}",
                     body.len()
                 )));
             }
             Ok(Got::Bytes(body))
         }
-        (Want::Whole, 206, _) => Err(Failure::Invalid(
+        (Want::Whole, 206, _) => Err(AttemptError::Invalid(
             "a 206 partial reply to a whole-object read".into(),
         )),
-        (_, 200, Some(range)) => Err(Failure::Invalid(format!(
+        (_, 200, Some(range)) => Err(AttemptError::Invalid(format!(
             "a 200 reply carrying Content-Range {range:?}"
         ))),
-        (_, 206, None) => Err(Failure::Invalid("a 206 reply without Content-Range".into())),
-        (_, status, _) => Err(Failure::Invalid(format!(
+        (_, 206, None) => Err(AttemptError::Invalid(
+            "a 206 reply without Content-Range".into(),
+        )),
+        (_, status, _) => Err(AttemptError::Invalid(format!(
             "HTTP {status} to a GetObject request"
         ))),
     }
 }
 
 /// A body whose `Content-Length` was given must hold exactly that.
-fn check_declared(declared: Option<u64>, got: usize) -> Result<(), Failure> {
+fn check_declared(declared: Option<u64>, got: usize) -> Result<(), AttemptError> {
     match declared {
-        Some(n) if n != got as u64 => Err(Failure::Invalid(format!(
+        Some(n) if n != got as u64 => Err(AttemptError::Invalid(format!(
             "Content-Length was {n}, the body held {got} bytes"
         ))),
         _ => Ok(()),
@@ -171,7 +173,7 @@ fn check_declared(declared: Option<u64>, got: usize) -> Result<(), Failure> {
 }
 
 /// Reads at most `cap` bytes of the body into a buffer sized from `Content-Length`.
-async fn read(mut reply: Response, cap: usize) -> Result<Vec<u8>, Failure> {
+async fn read(mut reply: Response, cap: usize) -> Result<Vec<u8>, AttemptError> {
     let expected = reply
         .content_length()
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));

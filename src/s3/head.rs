@@ -4,7 +4,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use s3::Bucket;
 
-use super::error::Failure;
+use super::error::AttemptError;
 use super::reply::{header, success};
 use super::sign::{object_url, signed, EMPTY_SHA256};
 
@@ -16,12 +16,12 @@ pub(crate) struct Head {
 
 /// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size
 /// and is not taken as an answer.
-pub(crate) async fn head_object(bucket: &Bucket, object_key: &str) -> Result<Head, Failure> {
+pub(crate) async fn head_object(bucket: &Bucket, object_key: &str) -> Result<Head, AttemptError> {
     let url = object_url(bucket, object_key)?;
     let request = signed(bucket, Method::HEAD, url, EMPTY_SHA256, HeaderMap::new()).await?;
     let reply = success(request.send().await?).await?;
     let size = header(&reply, "content-length")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Failure::Invalid("a HEAD reply without Content-Length".into()))?;
+        .ok_or_else(|| AttemptError::Invalid("a HEAD reply without Content-Length".into()))?;
     Ok(Head { size })
 }

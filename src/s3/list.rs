@@ -11,14 +11,14 @@
 //! - A truncated page names a continuation token, and not the one just used: a token
 //!   that repeats would loop for ever.
 //!
-//! A page that fails a check is `Failure::Invalid`, and is asked for again.
+//! A page that fails a check is `AttemptError::Invalid`, and is asked for again.
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use s3::Bucket;
 use serde::Deserialize;
 
-use super::error::Failure;
+use super::error::AttemptError;
 use super::reply::{body, root_element, success};
 use super::sign::{bucket_url, signed, EMPTY_SHA256};
 
@@ -71,7 +71,7 @@ pub(crate) async fn list_page(
     bucket: &Bucket,
     cursor: &Cursor,
     max_keys: usize,
-) -> Result<Page, Failure> {
+) -> Result<Page, AttemptError> {
     let max = max_keys.to_string();
     let mut query = vec![("list-type", "2"), ("prefix", cursor.prefix.as_str())];
     match (&cursor.token, &cursor.start_after) {
@@ -88,29 +88,29 @@ pub(crate) async fn list_page(
 }
 
 /// Parses a page and checks it against the cursor it was asked for with.
-fn check_page(cursor: &Cursor, bytes: &[u8]) -> Result<Page, Failure> {
+fn check_page(cursor: &Cursor, bytes: &[u8]) -> Result<Page, AttemptError> {
     let root = root_element(bytes);
     if root.as_deref() != Some("ListBucketResult") {
-        return Err(Failure::Invalid(format!(
+        return Err(AttemptError::Invalid(format!(
             "a listing reply whose document is {}",
             root.map_or("not XML".to_owned(), |r| format!("<{r}>"))
         )));
     }
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| Failure::Invalid("a listing reply that is not UTF-8".into()))?;
+        .map_err(|_| AttemptError::Invalid("a listing reply that is not UTF-8".into()))?;
     let parsed: ListBucketResult = quick_xml::de::from_str(text)
-        .map_err(|e| Failure::Invalid(format!("a listing reply that does not parse: {e}")))?;
+        .map_err(|e| AttemptError::Invalid(format!("a listing reply that does not parse: {e}")))?;
     let mut last = cursor.last.as_deref().or(cursor.start_after.as_deref());
     for object in &parsed.contents {
         if !object.key.starts_with(&cursor.prefix) {
-            return Err(Failure::Invalid(format!(
+            return Err(AttemptError::Invalid(format!(
                 "listed {:?}, which is outside the prefix {:?}",
                 object.key, cursor.prefix
             )));
         }
         if let Some(last) = last {
             if object.key.as_str() <= last {
-                return Err(Failure::Invalid(format!(
+                return Err(AttemptError::Invalid(format!(
                     "listed {:?} after {last:?}: the listing does not advance in order",
                     object.key
                 )));
@@ -124,12 +124,12 @@ fn check_page(cursor: &Cursor, bytes: &[u8]) -> Result<Page, Failure> {
     if parsed.is_truncated {
         match &next {
             None => {
-                return Err(Failure::Invalid(
+                return Err(AttemptError::Invalid(
                     "a page marked truncated without a continuation token".into(),
                 ))
             }
             Some(token) if cursor.token.as_ref() == Some(token) => {
-                return Err(Failure::Invalid(
+                return Err(AttemptError::Invalid(
                     "the continuation token repeats the one just used".into(),
                 ))
             }
@@ -189,7 +189,7 @@ mod tests {
 
     fn refused(cursor: &Cursor, xml: &str) -> String {
         match check_page(cursor, xml.as_bytes()) {
-            Err(Failure::Invalid(why)) => why,
+            Err(AttemptError::Invalid(why)) => why,
             other => panic!("accepted: {other:?}"),
         }
     }

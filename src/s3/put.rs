@@ -1,10 +1,9 @@
 //! The writer: PutObject signed with one SHA-256 of the block.
 //!
 //! rust-s3's `put_object` copies the body once more and hashes it three times: SHA-256
-//! for the header, SHA-256 again for the signature, and MD5 for `Content-MD5`. On a
-//! 4 MiB block that is about 10 ms of one core per write, which made our PUTs slower
-//! than `object_store`'s. Here the payload hash is computed once per call (not per
-//! attempt), and the request is signed by `sign`.
+//! for the header, SHA-256 again for the signature, and MD5 for `Content-MD5`. Here the
+//! payload hash is computed once per call (not per attempt), and the request is signed
+//! by `sign`.
 //!
 //! # Integrity
 //!
@@ -22,9 +21,18 @@ use reqwest::Method;
 use s3::Bucket;
 use sha2::{Digest, Sha256};
 
-use super::error::Failure;
+use super::error::AttemptError;
 use super::reply::success;
 use super::sign::{header, object_url, signed};
+
+/// Which digests a write sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Digests {
+    /// The signed SHA-256 payload hash only.
+    Sha256,
+    /// Also `Content-MD5`, for servers that check only that.
+    WithMd5,
+}
 
 /// A block ready to be sent: the body and its digests, shared by every attempt.
 #[derive(Clone)]
@@ -38,9 +46,10 @@ pub(crate) struct Upload {
 
 impl Upload {
     /// Copies the block once (the request must own it) and hashes it once, or twice
-    /// with `content_md5`.
-    pub(crate) fn new(data: &[u8], content_md5: bool) -> Upload {
-        let md5 = content_md5.then(|| BASE64_STANDARD.encode(md5::Md5::digest(data)));
+    /// with [`Digests::WithMd5`].
+    pub(crate) fn new(data: &[u8], digests: Digests) -> Upload {
+        let md5 =
+            (digests == Digests::WithMd5).then(|| BASE64_STANDARD.encode(md5::Md5::digest(data)));
         Upload {
             body: Bytes::copy_from_slice(data),
             sha256: hex::encode(Sha256::digest(data)),
@@ -54,7 +63,7 @@ pub(crate) async fn put_object(
     bucket: &Bucket,
     object_key: &str,
     upload: &Upload,
-) -> Result<(), Failure> {
+) -> Result<(), AttemptError> {
     let mut headers = HeaderMap::with_capacity(10);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(upload.body.len()));
     headers.insert(
@@ -76,13 +85,13 @@ mod tests {
 
     #[test]
     fn payload_hash_is_hex_sha256_of_the_block() {
-        let upload = Upload::new(b"", false);
+        let upload = Upload::new(b"", Digests::Sha256);
         assert_eq!(
             upload.sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(upload.md5, None);
-        let upload = Upload::new(b"abc", true);
+        let upload = Upload::new(b"abc", Digests::WithMd5);
         assert_eq!(
             upload.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -1,5 +1,5 @@
 //! Reading replies: a 2xx goes on to the caller's checks; anything else becomes the
-//! [`Failure`] it describes, from at most [`ERROR_BODY_LIMIT`] bytes of its body.
+//! [`AttemptError`] it describes, from at most [`ERROR_BODY_LIMIT`] bytes of its body.
 //!
 //! An error body that is cut mid-way (the connection reset, or it ends before its
 //! `Content-Length`) is a transport failure and is retried: its code may be the very
@@ -8,13 +8,13 @@
 use reqwest::header::HeaderName;
 use reqwest::Response;
 
-use super::error::{chain, Failure, S3Failure};
+use super::error::{chain, AttemptError, S3Failure};
 
 /// The most of an error reply's body that is read; a real one is a few hundred bytes.
 pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// The reply if its status is 2xx; otherwise the failure it describes.
-pub(crate) async fn success(reply: Response) -> Result<Response, Failure> {
+pub(crate) async fn success(reply: Response) -> Result<Response, AttemptError> {
     if reply.status().is_success() {
         Ok(reply)
     } else {
@@ -24,7 +24,7 @@ pub(crate) async fn success(reply: Response) -> Result<Response, Failure> {
 
 /// The failure an error reply describes: its status, and the code and message of the
 /// first [`ERROR_BODY_LIMIT`] bytes of its body.
-async fn failure(mut reply: Response) -> Failure {
+async fn failure(mut reply: Response) -> AttemptError {
     let status = reply.status().as_u16();
     let mut body = Vec::new();
     loop {
@@ -38,23 +38,23 @@ async fn failure(mut reply: Response) -> Failure {
             }
             Ok(None) => break,
             Err(e) => {
-                return Failure::Transport(format!(
+                return AttemptError::Transport(format!(
                     "the body of an HTTP {status} reply was cut: {}",
                     chain(&e.without_url())
                 ))
             }
         }
     }
-    Failure::Reply(S3Failure::parse(status, &String::from_utf8_lossy(&body)))
+    AttemptError::Reply(S3Failure::parse(status, &String::from_utf8_lossy(&body)))
 }
 
 /// Reads a 2xx reply's body whole; a body longer than `limit` is not a reply to this
 /// request.
-pub(crate) async fn body(mut reply: Response, limit: usize) -> Result<Vec<u8>, Failure> {
+pub(crate) async fn body(mut reply: Response, limit: usize) -> Result<Vec<u8>, AttemptError> {
     let mut body = Vec::new();
     while let Some(chunk) = reply.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Err(Failure::Invalid(format!(
+            return Err(AttemptError::Invalid(format!(
                 "a reply body longer than {limit} bytes"
             )));
         }

@@ -1,5 +1,6 @@
-//! The retry policy: which failures are tried again, how long to wait between attempts,
-//! and the time limits of one attempt and of the whole call.
+//! The retry policy: how long to wait between attempts, and the time limits of one
+//! attempt and of the whole call. Which failures are tried again is the failure's own
+//! answer ([`Retryable`]), so any request type can use the policy.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -8,7 +9,24 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::error::Failure;
+use super::error::AttemptError;
+
+/// What the policy needs to know of a failed attempt.
+pub(crate) trait Retryable {
+    /// Whether another attempt may succeed.
+    fn is_retryable(&self) -> bool;
+    /// The failure of an attempt that ran out of time.
+    fn timed_out() -> Self;
+}
+
+impl Retryable for AttemptError {
+    fn is_retryable(&self) -> bool {
+        AttemptError::is_retryable(self)
+    }
+    fn timed_out() -> Self {
+        AttemptError::TimedOut
+    }
+}
 
 /// Retries after the first attempt, per-attempt and whole-call time limits.
 #[derive(Debug, Clone, Copy)]
@@ -45,26 +63,23 @@ impl RetryPolicy {
 
     /// Runs `attempt` until it succeeds, fails in a way retrying cannot help, runs out of
     /// retries, or `deadline` comes.
-    pub(crate) async fn run<T, F, Fut>(
-        &self,
-        deadline: Instant,
-        mut attempt: F,
-    ) -> Result<T, Failure>
+    pub(crate) async fn run<T, E, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T, E>
     where
+        E: Retryable,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut retries = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Failure::TimedOut);
+                return Err(E::timed_out());
             }
             let failure =
                 match tokio::time::timeout(self.attempt_timeout.min(remaining), attempt()).await {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(failure)) => failure,
-                    Err(_) => Failure::TimedOut,
+                    Err(_) => E::timed_out(),
                 };
             if !failure.is_retryable() || retries >= self.max_retries {
                 return Err(failure);
@@ -83,8 +98,8 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
-    fn failure(status: u16) -> Failure {
-        Failure::Reply(super::super::error::S3Failure::parse(status, ""))
+    fn failure(status: u16) -> AttemptError {
+        AttemptError::Reply(super::super::error::S3Failure::parse(status, ""))
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -105,7 +120,7 @@ mod tests {
         };
         let mut attempts = 0;
         let started = std::time::Instant::now();
-        let result: Result<(), Failure> = runtime().block_on(async {
+        let result: Result<(), AttemptError> = runtime().block_on(async {
             policy
                 .run(policy.deadline(), || {
                     attempts += 1;
@@ -115,7 +130,7 @@ mod tests {
         });
         let elapsed = started.elapsed();
         assert!(
-            matches!(&result, Err(Failure::Reply(r)) if r.status == 503),
+            matches!(&result, Err(AttemptError::Reply(r)) if r.status == 503),
             "{result:?}"
         );
         assert!(elapsed < Duration::from_millis(200), "{elapsed:?}");
@@ -131,7 +146,7 @@ mod tests {
             deadline: Duration::from_secs(30),
         };
         let mut attempts = 0;
-        let result: Result<(), Failure> = runtime().block_on(async {
+        let result: Result<(), AttemptError> = runtime().block_on(async {
             policy
                 .run(policy.deadline(), || {
                     attempts += 1;

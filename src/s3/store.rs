@@ -18,11 +18,11 @@ use crate::store::{offset_past_end, BlockRef, Blocks, DeleteTally, BLOCK_SIZE};
 use super::client::Client;
 use super::config::S3Config;
 use super::delete::{delete_object, delete_objects};
-use super::error::Failure;
+use super::error::{AttemptError, Changes};
 use super::get::{get_object, Got, Want};
 use super::head::{head_object, Head};
 use super::list::{list_page, Cursor, Page};
-use super::put::{put_object, Upload};
+use super::put::{put_object, Digests, Upload};
 use super::retry::RetryPolicy;
 
 /// Keys per ListObjectsV2 page and per DeleteObjects request (the S3 maximum).
@@ -43,7 +43,7 @@ const BUCKET_UNCHECKABLE: u8 = 2;
 /// Requests are signed with rust-s3's SigV4 helpers and sent on its bucket's reqwest
 /// client, driven by a small tokio runtime owned by the store: calls are blocking,
 /// connections are kept alive and shared by all threads, and a caller that is itself
-/// inside a tokio runtime works too. Opening contacts nobody; [`BlockStore::health_check`]
+/// inside a tokio runtime works too. Opening contacts nobody; [`crate::BlockStore::health_check`]
 /// does. rust-s3's own retries are switched off (`s3::set_retries(0)`, which is
 /// process-wide).
 ///
@@ -116,8 +116,8 @@ struct Inner {
     bucket: Arc<Bucket>,
     key_prefix: String,
     policy: RetryPolicy,
-    /// Send `Content-MD5` with writes too.
-    content_md5: bool,
+    /// The digests every write sends.
+    digests: Digests,
     /// Cleared by `batch_delete = false`, or once the server said it does not
     /// implement DeleteObjects: single deletes from then on.
     batch_delete: AtomicBool,
@@ -153,7 +153,11 @@ impl S3Backend {
                 deadline: Duration::from_secs(config.operation_deadline_secs),
             },
             key_prefix: config.key_prefix,
-            content_md5: config.content_md5,
+            digests: if config.content_md5 {
+                Digests::WithMd5
+            } else {
+                Digests::Sha256
+            },
             batch_delete: AtomicBool::new(config.batch_delete),
             bucket_state: AtomicU8::new(BUCKET_UNKNOWN),
         };
@@ -198,29 +202,41 @@ impl S3Backend {
         let full = self.object_key(op, key)?;
         let key = key.to_owned();
         self.call(op, move |inner, deadline| async move {
-            let bucket = inner.bucket.clone();
             match inner
-                .policy
-                .run(deadline, || head_object(&bucket, &full))
+                .retry(deadline, |bucket| head_object(bucket, &full))
                 .await
             {
                 Ok(head) => Ok(head),
                 // A HEAD reply has no body: a missing bucket looks like a missing key.
                 Err(f) if f.status() == Some(404) => Err(inner.absent(op, &key, deadline).await),
-                Err(f) if f.status() == Some(403) => Err(inner.fail(f, op, &key, false).with_detail(
+                Err(f) if f.status() == Some(403) => Err(inner.fail(f, op, &key, Changes::None).with_detail(
                     "AWS also answers 403 to a HEAD of a missing key when the credentials may not list the bucket",
                 )),
-                Err(f) => Err(inner.fail(f, op, &key, false)),
+                Err(f) => Err(inner.fail(f, op, &key, Changes::None)),
             }
         })
     }
 }
 
 impl Inner {
+    /// One request of a call, with the store's retry policy, until `deadline`: every
+    /// request the store makes goes through here.
+    async fn retry<'a, T, F, Fut>(
+        &'a self,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, AttemptError>
+    where
+        F: Fn(&'a Bucket) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptError>> + 'a,
+    {
+        self.policy.run(deadline, || attempt(&self.bucket)).await
+    }
+
     /// The error a caller sees for `f`; a missing bucket makes the store check the
     /// bucket again at the next HEAD 404.
-    fn fail(&self, f: Failure, op: Op, key: &str, writes: bool) -> Error {
-        let e = f.into_error(op, key, writes);
+    fn fail(&self, f: AttemptError, op: Op, key: &str, changes: Changes) -> Error {
+        let e = f.into_error(op, key, changes);
         if e.kind() == ErrorKind::Config {
             self.bucket_state.store(BUCKET_UNKNOWN, Ordering::Relaxed);
         }
@@ -243,10 +259,8 @@ impl Inner {
             prefix: self.key_prefix.clone(),
             ..Cursor::default()
         };
-        let bucket = self.bucket.clone();
         match self
-            .policy
-            .run(deadline, || list_page(&bucket, &cursor, 1))
+            .retry(deadline, |bucket| list_page(bucket, &cursor, 1))
             .await
         {
             Ok(_) => {
@@ -259,7 +273,7 @@ impl Inner {
                 not_found()
                     .with_detail("the bucket's existence cannot be checked with these credentials")
             }
-            Err(f) => self.fail(f, op, key, false),
+            Err(f) => self.fail(f, op, key, Changes::None),
         }
     }
 
@@ -272,11 +286,9 @@ impl Inner {
         max_keys: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        let bucket = self.bucket.clone();
-        self.policy
-            .run(deadline, || list_page(&bucket, cursor, max_keys))
+        self.retry(deadline, |bucket| list_page(bucket, cursor, max_keys))
             .await
-            .map_err(|f| self.fail(f, op, shown, false))
+            .map_err(|f| self.fail(f, op, shown, Changes::None))
     }
 
     /// The blocks of a page: keys without the key prefix, valid keys only (other
@@ -342,10 +354,8 @@ impl Inner {
                 .iter()
                 .map(|k| format!("{}{k}", self.key_prefix))
                 .collect();
-            let bucket = self.bucket.clone();
             let reply = self
-                .policy
-                .run(deadline, || delete_objects(&bucket, &full))
+                .retry(deadline, |bucket| delete_objects(bucket, &full))
                 .await;
             let outcome = match reply {
                 Ok(outcome) => outcome,
@@ -354,7 +364,7 @@ impl Inner {
                     break;
                 }
                 Err(f) => {
-                    let e = self.fail(f, Op::DeletePrefix, &remaining[0], true);
+                    let e = self.fail(f, Op::DeletePrefix, &remaining[0], Changes::Possible);
                     if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
                         return Err(e);
                     }
@@ -375,7 +385,11 @@ impl Inner {
                 if failure.is_retryable() && rounds < self.policy.max_retries {
                     again.push(key);
                 } else {
-                    let e = Failure::Reply(failure).into_error(Op::Delete, &key, true);
+                    let e = AttemptError::Reply(failure).into_error(
+                        Op::Delete,
+                        &key,
+                        Changes::Possible,
+                    );
                     tally.failed(key, e);
                 }
             }
@@ -396,15 +410,13 @@ impl Inner {
         }
         for key in remaining {
             let full = format!("{}{key}", self.key_prefix);
-            let bucket = self.bucket.clone();
             match self
-                .policy
-                .run(deadline, || delete_object(&bucket, &full))
+                .retry(deadline, |bucket| delete_object(bucket, &full))
                 .await
             {
                 Ok(()) => tally.removed(1),
                 Err(f) => {
-                    let e = self.fail(f, Op::Delete, &key, true);
+                    let e = self.fail(f, Op::Delete, &key, Changes::Possible);
                     if e.kind() == ErrorKind::Config || e.kind() == ErrorKind::Timeout {
                         return Err(e);
                     }
@@ -418,9 +430,11 @@ impl Inner {
 
 /// Whether a DeleteObjects failure says the server does not implement it: a 501, or
 /// GCS's XML API's 400 `NotImplemented`.
-fn not_implemented(f: &Failure) -> bool {
+fn not_implemented(f: &AttemptError) -> bool {
     match f {
-        Failure::Reply(r) => r.status == 501 || (r.status == 400 && r.code == "NotImplemented"),
+        AttemptError::Reply(r) => {
+            r.status == 501 || (r.status == 400 && r.code == "NotImplemented")
+        }
         _ => false,
     }
 }
@@ -447,15 +461,13 @@ impl Backend for S3Backend {
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         let full = self.object_key(Op::Write, key)?;
         // The future must own its data ('static): one copy, and one hash for all attempts.
-        let upload = Upload::new(data, self.inner.content_md5);
+        let upload = Upload::new(data, self.inner.digests);
         let key = key.to_owned();
         self.call(Op::Write, move |inner, deadline| async move {
-            let bucket = inner.bucket.clone();
             inner
-                .policy
-                .run(deadline, || put_object(&bucket, &full, &upload))
+                .retry(deadline, |bucket| put_object(bucket, &full, &upload))
                 .await
-                .map_err(|f| inner.fail(f, Op::Write, &key, true))
+                .map_err(|f| inner.fail(f, Op::Write, &key, Changes::Possible))
         })
     }
 
@@ -463,14 +475,12 @@ impl Backend for S3Backend {
         let full = self.object_key(Op::Read, key)?;
         let key = key.to_owned();
         self.call(Op::Read, move |inner, deadline| async move {
-            let bucket = inner.bucket.clone();
             let got = inner
-                .policy
-                .run(deadline, || {
-                    get_object(&bucket, &full, Want::Whole, BLOCK_SIZE)
+                .retry(deadline, |bucket| {
+                    get_object(bucket, &full, Want::Whole, BLOCK_SIZE)
                 })
                 .await
-                .map_err(|f| inner.fail(f, Op::Read, &key, false))?;
+                .map_err(|f| inner.fail(f, Op::Read, &key, Changes::None))?;
             match got {
                 Got::Bytes(body) => Ok(body),
                 Got::Oversized | Got::PastEnd { .. } => Err(oversized(Op::Read, &key)),
@@ -490,13 +500,13 @@ impl Backend for S3Backend {
         };
         let key = key.to_owned();
         self.call(Op::ReadRange, move |inner, deadline| async move {
-            let bucket = inner.bucket.clone();
             let got = inner
-                .policy
-                .run(deadline, || get_object(&bucket, &full, want, BLOCK_SIZE))
+                .retry(deadline, |bucket| {
+                    get_object(bucket, &full, want, BLOCK_SIZE)
+                })
                 .await
                 .map_err(|f| {
-                    let e = inner.fail(f, Op::ReadRange, &key, false);
+                    let e = inner.fail(f, Op::ReadRange, &key, Changes::None);
                     if e.kind() == ErrorKind::InvalidRange {
                         Error::new(ErrorKind::InvalidRange, Op::ReadRange)
                             .with_key(&key)
@@ -523,12 +533,10 @@ impl Backend for S3Backend {
         let full = self.object_key(Op::Delete, key)?;
         let key = key.to_owned();
         self.call(Op::Delete, move |inner, deadline| async move {
-            let bucket = inner.bucket.clone();
             inner
-                .policy
-                .run(deadline, || delete_object(&bucket, &full))
+                .retry(deadline, |bucket| delete_object(bucket, &full))
                 .await
-                .map_err(|f| inner.fail(f, Op::Delete, &key, true))
+                .map_err(|f| inner.fail(f, Op::Delete, &key, Changes::Possible))
         })
     }
 
