@@ -115,10 +115,7 @@ fn scaling(c: &mut Criterion) {
         group.throughput(Throughput::Elements(ops as u64));
         group.bench_function(BenchmarkId::from_parameter(workers), |b| {
             b.iter(|| {
-                let batch = (0..ops).map(|i| Write {
-                    key: format!("s/{i}"),
-                    data: vec![1u8; 64],
-                });
+                let batch = (0..ops).map(|i| Write::new(format!("s/{i}"), vec![1u8; 64]));
                 let results = pool.batch(batch).in_order();
                 assert!(results.iter().all(|r| r.is_ok()));
             })

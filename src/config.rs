@@ -203,7 +203,91 @@ fn toml_error(text: &str, err: &toml::de::Error, path: &str) -> Error {
     config_error(key, &detail)
 }
 
-/// Opens the store a configuration describes, wrapped in a pool when `[pool]` is present.
+/// A store opened from a configuration, with its pool when `[pool]` asked for one, so
+/// a daemon can use the pool's jobs, batches and statistics.
+///
+/// ```
+/// use blockstore::pool::Write;
+/// let config = blockstore::Config::from_toml_str(
+///     "[block_store]\ntype = \"memory\"\n[pool]\nworkers = 4\n",
+/// )?;
+/// let opened = config.open()?;
+/// let pool = opened.pool().expect("[pool] is configured");
+/// pool.submit(Write::new("a/b", b"block".to_vec()))?.wait()?;
+/// assert_eq!(opened.store().read_block("a/b")?, b"block");
+/// # Ok::<(), blockstore::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Opened {
+    store: Arc<dyn BlockStore>,
+    pool: Option<Arc<Pool>>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The store: the pool itself when there is one.
+    pub fn store(&self) -> Arc<dyn BlockStore> {
+        self.store.clone()
+    }
+
+    /// The pool, when the configuration has a `[pool]` section. It owns the backend's
+    /// store: closing it closes the store.
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.clone()
+    }
+}
+
+impl Config {
+    /// Opens the store this configuration describes, and its pool when `[pool]` is
+    /// present.
+    pub fn open(&self) -> Result<Opened> {
+        self.validate()?;
+        let store: Arc<dyn BlockStore> =
+            match self.block_store.backend {
+                BackendKind::Memory => Arc::new(MemoryStore::new()),
+                BackendKind::Filesystem => {
+                    let fs = self.block_store.filesystem.clone().ok_or_else(|| {
+                        config_error("block_store.filesystem", "section is missing")
+                    })?;
+                    Arc::new(crate::fs::FsStore::open(fs)?)
+                }
+                #[cfg(feature = "s3")]
+                BackendKind::S3 => {
+                    let s3 = self
+                        .block_store
+                        .s3
+                        .clone()
+                        .ok_or_else(|| config_error("block_store.s3", "section is missing"))?;
+                    Arc::new(crate::s3::S3Store::open(s3)?)
+                }
+                #[cfg(not(feature = "s3"))]
+                BackendKind::S3 => return Err(config_error(
+                    "block_store.type",
+                    "this build of blockstore has no S3 backend: build it with the `s3` feature",
+                )),
+            };
+        match self.pool {
+            Some(pool) => {
+                let pool = Arc::new(Pool::new(store, pool)?);
+                Ok(Opened {
+                    store: pool.clone(),
+                    pool: Some(pool),
+                })
+            }
+            None => Ok(Opened { store, pool: None }),
+        }
+    }
+}
+
+/// Opens the store a configuration describes, wrapped in a pool when `[pool]` is present
+/// ([`Config::open`] also hands back the pool).
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -214,38 +298,7 @@ fn toml_error(text: &str, err: &toml::de::Error, path: &str) -> Error {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn open(config: &Config) -> Result<Arc<dyn BlockStore>> {
-    config.validate()?;
-    let store: Arc<dyn BlockStore> = match config.block_store.backend {
-        BackendKind::Memory => Arc::new(MemoryStore::new()),
-        BackendKind::Filesystem => {
-            let fs = config
-                .block_store
-                .filesystem
-                .clone()
-                .ok_or_else(|| config_error("block_store.filesystem", "section is missing"))?;
-            Arc::new(crate::fs::FsStore::open(fs)?)
-        }
-        #[cfg(feature = "s3")]
-        BackendKind::S3 => {
-            let s3 = config
-                .block_store
-                .s3
-                .clone()
-                .ok_or_else(|| config_error("block_store.s3", "section is missing"))?;
-            Arc::new(crate::s3::S3Store::open(s3)?)
-        }
-        #[cfg(not(feature = "s3"))]
-        BackendKind::S3 => {
-            return Err(config_error(
-                "block_store.type",
-                "this build of blockstore has no S3 backend: build it with the `s3` feature",
-            ))
-        }
-    };
-    match config.pool {
-        Some(pool) => Ok(Arc::new(Pool::new(store, pool)?)),
-        None => Ok(store),
-    }
+    Ok(config.open()?.store())
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ macro_rules! __conformance_case_list {
             range_rules,
             range_check_order,
             range_into_buffers,
+            read_at_reads_like_pread,
             sizes_and_list_blocks,
             delete_is_idempotent,
             delete_by_prefix_counts,
@@ -419,6 +420,45 @@ pub fn range_into_buffers(t: &Target) {
         s.read_block_range_into("ri/empty", 0, &mut one),
         ErrorKind::InvalidRange,
         "empty block",
+    );
+}
+
+/// `read_at` has `pread(2)` semantics for a file system built on blocks: the count
+/// read, 0 at or past the end, for an empty block and for an empty buffer; an absent
+/// block is still `NotFound`, and a bad key `InvalidKey`.
+pub fn read_at_reads_like_pread(t: &Target) {
+    let s = &*t.store;
+    let data = pattern(3000, 4);
+    ok(s.write_block("ra/k", &data), "write");
+    let mut buf = vec![0xEEu8; 1000];
+    assert_eq!(ok(s.read_at("ra/k", 0, &mut buf), "from the start"), 1000);
+    assert!(buf == data[..1000], "from the start");
+    assert_eq!(ok(s.read_at("ra/k", 2500, &mut buf), "across the end"), 500);
+    assert!(buf[..500] == data[2500..], "across the end");
+    for offset in [3000, 3001, BLOCK_SIZE as u64, u64::MAX] {
+        assert_eq!(
+            ok(s.read_at("ra/k", offset, &mut buf), "at or past the end"),
+            0,
+            "offset {offset}"
+        );
+    }
+    assert_eq!(ok(s.read_at("ra/k", 5, &mut []), "empty buffer"), 0);
+    ok(s.write_block("ra/empty", &[]), "write empty");
+    assert_eq!(ok(s.read_at("ra/empty", 0, &mut buf), "empty block"), 0);
+    expect_kind(
+        s.read_at("ra/absent", 0, &mut buf),
+        ErrorKind::NotFound,
+        "absent",
+    );
+    expect_kind(
+        s.read_at("ra/absent", 0, &mut []),
+        ErrorKind::NotFound,
+        "absent, empty buffer",
+    );
+    expect_kind(
+        s.read_at("ra//bad", 0, &mut buf),
+        ErrorKind::InvalidKey,
+        "bad key",
     );
 }
 

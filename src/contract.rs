@@ -168,7 +168,11 @@
 //!   named workers take jobs from one bounded queue. A full queue blocks the
 //!   submitter; `try_submit` answers `Busy` at once.
 //! - A submission returns a handle to wait on (with a time limit: expiry is "not done
-//!   yet", not an error of the job) or poll.
+//!   yet", not an error of the job) or poll. Dropping a handle never cancels its job;
+//!   `cancel()` cancels one that has not started.
+//! - Jobs on one key take effect in the order they were submitted to the pool (a later
+//!   write wins, a read sees the writes before it); jobs on different keys run in
+//!   parallel.
 //! - A batch runs many jobs side by side and gives one result per input (in input
 //!   order when asked), one failure never hiding the others, holding at most `workers`
 //!   blocks at once while it streams.

@@ -85,6 +85,44 @@ impl ErrorKind {
         }
     }
 
+    /// The errno a file system built on blocks (a FUSE or NFS server) should answer a
+    /// `read`, `write` or `fsync` with, as file programs expect them: a missing block is
+    /// `ENOENT`, a full disk `ENOSPC`, a read-only store `EROFS`, a refusal `EACCES`,
+    /// running out of time `ETIMEDOUT`, a block too large `EFBIG`, a full pool queue
+    /// `EAGAIN`, and everything that is the store's trouble rather than the caller's
+    /// (a closed store, an unreachable endpoint, a conflict in the store's own layout,
+    /// a configuration or backend error) `EIO`. [`ErrorKind::errno`] is the finer
+    /// mapping for callers that report store errors as such.
+    ///
+    /// | kind | `file_errno` |
+    /// |---|---|
+    /// | `NotFound` | `ENOENT` |
+    /// | `InvalidKey`, `InvalidRange` | `EINVAL` |
+    /// | `BlockTooLarge` | `EFBIG` |
+    /// | `Timeout` | `ETIMEDOUT` |
+    /// | `Busy` | `EAGAIN` |
+    /// | `NoSpace` | `ENOSPC` |
+    /// | `ReadOnly` | `EROFS` |
+    /// | `PermissionDenied` | `EACCES` |
+    /// | `Closed`, `Conflict`, `Config`, `Unavailable`, `Backend` | `EIO` |
+    pub fn file_errno(self) -> i32 {
+        match self {
+            ErrorKind::NotFound => libc::ENOENT,
+            ErrorKind::InvalidKey | ErrorKind::InvalidRange => libc::EINVAL,
+            ErrorKind::BlockTooLarge => libc::EFBIG,
+            ErrorKind::Timeout => libc::ETIMEDOUT,
+            ErrorKind::Busy => libc::EAGAIN,
+            ErrorKind::NoSpace => libc::ENOSPC,
+            ErrorKind::ReadOnly => libc::EROFS,
+            ErrorKind::PermissionDenied => libc::EACCES,
+            ErrorKind::Closed
+            | ErrorKind::Conflict
+            | ErrorKind::Config
+            | ErrorKind::Unavailable
+            | ErrorKind::Backend => libc::EIO,
+        }
+    }
+
     /// Whether trying the same call again may succeed, unless the error says otherwise.
     fn retryable_by_default(self) -> bool {
         matches!(
@@ -216,6 +254,12 @@ impl Error {
         self.kind.errno()
     }
 
+    /// The errno a file system built on blocks should answer a file operation with
+    /// ([`ErrorKind::file_errno`]).
+    pub fn file_errno(&self) -> i32 {
+        self.kind.file_errno()
+    }
+
     /// Maps an I/O error onto a kind by its errno; anything unrecognised is `Backend`.
     /// Running out of file descriptors is a retryable `Backend` error that says so.
     pub fn from_io(op: Op, err: std::io::Error) -> Self {
@@ -328,6 +372,38 @@ mod tests {
         ];
         for (kind, errno) in table {
             assert_eq!(kind.errno(), errno, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn file_errno_table() {
+        let table = [
+            (ErrorKind::NotFound, libc::ENOENT),
+            (ErrorKind::InvalidKey, libc::EINVAL),
+            (ErrorKind::InvalidRange, libc::EINVAL),
+            (ErrorKind::BlockTooLarge, libc::EFBIG),
+            (ErrorKind::Closed, libc::EIO),
+            (ErrorKind::Timeout, libc::ETIMEDOUT),
+            (ErrorKind::Conflict, libc::EIO),
+            (ErrorKind::Busy, libc::EAGAIN),
+            (ErrorKind::Config, libc::EIO),
+            (ErrorKind::NoSpace, libc::ENOSPC),
+            (ErrorKind::ReadOnly, libc::EROFS),
+            (ErrorKind::PermissionDenied, libc::EACCES),
+            (ErrorKind::Unavailable, libc::EIO),
+            (ErrorKind::Backend, libc::EIO),
+        ];
+        for (kind, errno) in table {
+            assert_eq!(kind.file_errno(), errno, "{kind:?}");
+            assert_eq!(Error::new(kind, Op::Read).file_errno(), errno, "{kind:?}");
+        }
+        // Never an errno a file program misreads: no "No route to host", no "File
+        // exists" for a write.
+        for (kind, _) in table {
+            assert!(
+                ![libc::EHOSTUNREACH, libc::EEXIST, libc::ESHUTDOWN].contains(&kind.file_errno()),
+                "{kind:?}"
+            );
         }
     }
 

@@ -64,7 +64,7 @@ mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use config::{open, BackendKind, BlockStoreConfig, Config};
+pub use config::{open, BackendKind, BlockStoreConfig, Config, Opened};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::{FsConfig, FsStore};
 pub use key::{block_key, content_prefix, parse_block_key, BlockKey};

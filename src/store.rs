@@ -58,6 +58,13 @@ pub trait BlockStore: Send + Sync {
     /// length.
     fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
 
+    /// Reads at `offset` into `buf` with the semantics of `pread(2)`, for a file
+    /// system built on blocks: returns the count read, which is 0 at or past the end of
+    /// the block, for an empty block and for an empty `buf`; an absent block is still
+    /// `NotFound`. ([`BlockStore::read_block_range_into`] is the contract's strict
+    /// form, where those cases are `InvalidRange`.)
+    fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
     /// Returns the size of the block in bytes, without reading it.
     fn block_size(&self, key: &str) -> Result<u64>;
 

@@ -146,10 +146,7 @@ fn batches_keep_input_order_and_isolate_failures() {
             13 => "k/panic".to_string(),
             _ => format!("k/{i:02}"),
         };
-        Write {
-            key,
-            data: vec![i as u8; i * 10],
-        }
+        Write::new(key, vec![i as u8; i * 10])
     });
     let results = p.batch(writes).in_order();
     assert_eq!(results.len(), 50);
@@ -213,10 +210,7 @@ fn streaming_batches_keep_at_most_workers_in_flight() {
     let probe = probe(Probe::default());
     let p = pool(&probe, 6, 2);
     let mut seen = vec![false; 10_000];
-    let writes = (0..10_000).map(|i| Write {
-        key: format!("s/{i}"),
-        data: vec![1u8; 16],
-    });
+    let writes = (0..10_000).map(|i| Write::new(format!("s/{i}"), vec![1u8; 16]));
     for (delivered, (i, r)) in p.batch(writes).enumerate() {
         let delivered = delivered as u64;
         r.unwrap();
@@ -277,10 +271,7 @@ fn many_callers_over_capacity_do_not_deadlock() {
             let (p, start) = (p.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                let writes = (0..200).map(|i| Write {
-                    key: format!("c/{t}/{i}"),
-                    data: vec![t as u8; 8],
-                });
+                let writes = (0..200).map(|i| Write::new(format!("c/{t}/{i}"), vec![t as u8; 8]));
                 assert!(p.batch(writes).in_order().iter().all(|r| r.is_ok()));
                 // Single jobs beyond the queue's capacity, all pending at once.
                 let handles: Vec<_> = (0..20)
@@ -308,30 +299,14 @@ fn backpressure_blocks_then_busy_then_closed() {
     let probe = probe(Probe::holding());
     let p = Arc::new(pool(&probe, 1, 2));
     // One job runs (held), two fill the queue.
-    let running = p
-        .submit(Write {
-            key: "b/0".into(),
-            data: vec![0],
-        })
-        .unwrap();
+    let running = p.submit(Write::new("b/0", vec![0])).unwrap();
     while probe.backend().in_flight.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
     let queued: Vec<_> = (1..3)
-        .map(|i| {
-            p.submit(Write {
-                key: format!("b/{i}"),
-                data: vec![0],
-            })
-            .unwrap()
-        })
+        .map(|i| p.submit(Write::new(format!("b/{i}"), vec![0])).unwrap())
         .collect();
-    let e = p
-        .try_submit(Write {
-            key: "b/x".into(),
-            data: vec![0],
-        })
-        .unwrap_err();
+    let e = p.try_submit(Write::new("b/x", vec![0])).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy);
     assert!(e.is_retryable());
     assert_eq!(
@@ -342,11 +317,8 @@ fn backpressure_blocks_then_busy_then_closed() {
     let blocked = {
         let p = p.clone();
         std::thread::spawn(move || {
-            p.submit(Write {
-                key: "b/blocked".into(),
-                data: vec![0],
-            })
-            .map(|h| h.detach())
+            p.submit(Write::new("b/blocked", vec![0]))
+                .map(|h| h.detach())
         })
     };
     std::thread::sleep(Duration::from_millis(100));
@@ -370,12 +342,7 @@ fn backpressure_blocks_then_busy_then_closed() {
         h.wait().unwrap();
     }
     assert_eq!(
-        p.submit(Write {
-            key: "b/late".into(),
-            data: vec![]
-        })
-        .unwrap_err()
-        .kind(),
+        p.submit(Write::new("b/late", vec![])).unwrap_err().kind(),
         ErrorKind::Closed
     );
     assert_eq!(p.read_block("b/0").unwrap_err().kind(), ErrorKind::Closed);
@@ -387,36 +354,26 @@ fn backpressure_blocks_then_busy_then_closed() {
 }
 
 #[test]
-fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
+fn cancel_is_explicit_wait_timeout_keeps_place_dropped_and_detached_run() {
     let probe = probe(Probe::holding());
     let p = pool(&probe, 1, 8);
-    let first = p
-        .submit(Write {
-            key: "h/first".into(),
-            data: b"1".to_vec(),
-        })
-        .unwrap();
+    let first = p.submit(Write::new("h/first", b"1".to_vec())).unwrap();
     while probe.backend().in_flight.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
-    let cancelled = p
-        .submit(Write {
-            key: "h/cancelled".into(),
-            data: b"2".to_vec(),
-        })
-        .unwrap();
-    let detached = p
-        .submit(Write {
-            key: "h/detached".into(),
-            data: b"3".to_vec(),
-        })
-        .unwrap();
+    let cancelled = p.submit(Write::new("h/cancelled", b"2".to_vec())).unwrap();
+    let detached = p.submit(Write::new("h/detached", b"3".to_vec())).unwrap();
     let timed = p
         .submit(Read {
             key: "h/first".into(),
         })
         .unwrap();
-    drop(cancelled);
+    let dropped = p.submit(Write::new("h/dropped", b"4".to_vec())).unwrap();
+    assert!(cancelled.cancel(), "a queued job can be cancelled");
+    assert!(!cancelled.cancel(), "only once");
+    assert_eq!(cancelled.wait().unwrap_err().kind(), ErrorKind::Closed);
+    // Dropping a handle is not cancelling: the write still happens.
+    drop(dropped);
     detached.detach();
     let timed = match timed.wait_timeout(Duration::from_millis(50)) {
         Wait::Pending(h) => h,
@@ -433,6 +390,20 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
         Wait::Done(r) => assert_eq!(r.unwrap(), b"1"),
         Wait::Pending(_) => panic!("job lost its place after a timeout"),
     }
+    let finished = p
+        .submit(Read {
+            key: "h/first".into(),
+        })
+        .unwrap();
+    while !finished.is_done() {
+        std::thread::yield_now();
+    }
+    assert!(!finished.cancel(), "a finished job stays finished");
+    assert_eq!(finished.wait().unwrap(), b"1");
+    assert_eq!(
+        p.list_by_prefix("h/").unwrap(),
+        ["h/detached", "h/dropped", "h/first"]
+    );
     p.close().unwrap();
     assert_eq!(
         probe.list_by_prefix("h/").unwrap_err().kind(),
@@ -440,7 +411,7 @@ fn dropped_handle_cancels_wait_timeout_keeps_place_detach_runs() {
     );
     let stats = p.stats();
     assert_eq!(stats.cancelled, 1, "{stats:?}");
-    assert_eq!(stats.done, 3, "{stats:?}");
+    assert_eq!(stats.done, 6, "{stats:?}");
     assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
 }
 
@@ -482,13 +453,7 @@ fn close_with_jobs_queued_and_running_and_from_two_threads() {
     });
     let p = Arc::new(pool(&probe, 2, 64));
     let handles: Vec<_> = (0..40)
-        .map(|i| {
-            p.submit(Write {
-                key: format!("q/{i}"),
-                data: vec![1],
-            })
-            .unwrap()
-        })
+        .map(|i| p.submit(Write::new(format!("q/{i}"), vec![1])).unwrap())
         .collect();
     let closers: Vec<_> = (0..2)
         .map(|_| {
@@ -519,12 +484,9 @@ fn drop_without_close_finishes_and_joins() {
     )
     .unwrap();
     for i in 0..20 {
-        p.submit(Write {
-            key: format!("d/{i}"),
-            data: vec![i as u8; 100],
-        })
-        .unwrap()
-        .detach();
+        p.submit(Write::new(format!("d/{i}"), vec![i as u8; 100]))
+            .unwrap()
+            .detach();
     }
     drop(p);
     assert_eq!(
@@ -570,10 +532,7 @@ fn collecting_batches_run_concurrently() {
         ..Probe::default()
     });
     let p = pool(&probe, 4, 4);
-    let writes = (0..8).map(|i| Write {
-        key: format!("c/{i}"),
-        data: vec![1],
-    });
+    let writes = (0..8).map(|i| Write::new(format!("c/{i}"), vec![1]));
     assert!(p.batch(writes).in_order().iter().all(|r| r.is_ok()));
     let max = probe.backend().max_in_flight.load(Ordering::SeqCst);
     assert!((2..=4).contains(&max), "{max} in flight with 4 workers");

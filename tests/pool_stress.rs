@@ -66,10 +66,9 @@ fn stress_sixteen_callers_over_the_filesystem() {
                             )
                         })
                         .collect();
-                    let writes = batch.iter().map(|(key, data)| Write {
-                        key: key.clone(),
-                        data: data.clone(),
-                    });
+                    let writes = batch
+                        .iter()
+                        .map(|(key, data)| Write::new(key.clone(), data.clone()));
                     let results = p.batch(writes).in_order();
                     for ((key, data), r) in batch.into_iter().zip(results) {
                         r.expect("write under stress");

@@ -77,12 +77,13 @@ impl<'p, J: Job, I: Iterator<Item = J>> Batch<'p, J, I> {
                 return;
             };
             let op = job.op();
+            let key = job.key().map(str::to_owned);
             let tx = self.tx.clone();
             let task: Task = Box::new(move |store, counters| {
                 let result = queue::run(job, store, counters);
                 let _ = tx.send((i, result));
             });
-            match self.pool.enqueue(op, task, Admit::Wait) {
+            match self.pool.enqueue(op, key.as_deref(), task, Admit::Wait) {
                 Ok(()) => self.in_flight += 1,
                 Err(e) => self.refused.push_back((i, Err(e))),
             }

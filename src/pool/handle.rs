@@ -73,13 +73,13 @@ impl<T> fmt::Debug for Wait<T> {
     }
 }
 
-/// A submitted job. Dropping the handle of a job that has not started cancels it;
-/// [`Handle::detach`] lets it run unobserved instead.
-#[must_use = "dropping a handle cancels its job unless it has started; use detach() to let it run"]
+/// A submitted job: wait for its result, poll it, or [`cancel`](Handle::cancel) it.
+/// Dropping a handle never cancels the job: a write handed to the pool happens whether
+/// or not anyone waits for it.
+#[must_use = "the job runs anyway; wait() for its result, or detach() to say it is not needed"]
 pub struct Handle<T> {
     slot: Arc<Slot<T>>,
     op: Op,
-    detached: bool,
 }
 
 impl<T> fmt::Debug for Handle<T> {
@@ -92,11 +92,7 @@ impl<T> fmt::Debug for Handle<T> {
 
 impl<T> Handle<T> {
     pub(crate) fn new(slot: Arc<Slot<T>>, op: Op) -> Handle<T> {
-        Handle {
-            slot,
-            op,
-            detached: false,
-        }
+        Handle { slot, op }
     }
 
     /// The operation the job runs.
@@ -107,9 +103,13 @@ impl<T> Handle<T> {
     fn take(&self, state: &mut SlotState<T>) -> Option<Result<T>> {
         match std::mem::replace(state, SlotState::Taken) {
             SlotState::Done(result) => Some(result),
-            SlotState::Cancelled => Some(Err(
-                Error::new(ErrorKind::Closed, self.op).with_detail("the job was cancelled")
-            )),
+            SlotState::Cancelled => {
+                // It stays cancelled: the worker that reaches it must still skip it.
+                *state = SlotState::Cancelled;
+                Some(Err(
+                    Error::new(ErrorKind::Closed, self.op).with_detail("the job was cancelled")
+                ))
+            }
             other => {
                 *state = other;
                 None
@@ -170,20 +170,20 @@ impl<T> Handle<T> {
         matches!(*self.slot.state.lock(), SlotState::Done(_))
     }
 
-    /// Lets the job run to completion with nobody waiting for it.
-    pub fn detach(mut self) {
-        self.detached = true;
-    }
-}
+    /// Lets the job run to completion with nobody waiting for it (as dropping the
+    /// handle does; this says so).
+    pub fn detach(self) {}
 
-impl<T> Drop for Handle<T> {
-    fn drop(&mut self) {
-        if self.detached {
-            return;
-        }
+    /// Cancels the job if it has not started: it will not run, and its result is a
+    /// `Closed` error saying so. Returns whether it was cancelled (`false`: it has
+    /// started or finished, and its result stands).
+    pub fn cancel(&self) -> bool {
         let mut state = self.slot.state.lock();
         if matches!(*state, SlotState::Queued) {
             *state = SlotState::Cancelled;
+            true
+        } else {
+            false
         }
     }
 }

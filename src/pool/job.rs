@@ -1,6 +1,13 @@
 //! [`Job`]: what a pool runs. One trait for single submissions and batches alike; the
 //! store's own operations are jobs ([`Write`], [`Read`], [`ReadRange`], [`ReadInto`],
-//! [`Size`], [`Delete`]), and so is any closure over the store ([`from_fn`]).
+//! [`ReadAt`], [`Size`], [`Delete`]), and so is any closure over the store
+//! ([`from_fn`]).
+//!
+//! A job that names a key runs after every job on that key submitted before it to the
+//! same pool: a later write always wins, and a read sees the writes submitted before
+//! it. Jobs on different keys run in parallel.
+
+use bytes::Bytes;
 
 use crate::error::Result;
 use crate::op::Op;
@@ -14,17 +21,34 @@ pub trait Job: Send + 'static {
     /// Which operation it is, for statistics and errors.
     fn op(&self) -> Op;
 
+    /// The key the job works on, if one: jobs on one key run in submission order.
+    fn key(&self) -> Option<&str> {
+        None
+    }
+
     /// Runs the job against the store.
     fn run(self, store: &dyn BlockStore) -> Result<Self::Output>;
 }
 
-/// Writes an owned buffer (moved to the worker, not copied).
+/// Writes a block held in a shared buffer: a `Vec<u8>` moves in without a copy, and a
+/// block the caller keeps serving (a `Bytes` it clones, or `Bytes::from_owner` of an
+/// `Arc<[u8]>`) is shared, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     /// The block's key.
     pub key: String,
     /// The block.
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+impl Write {
+    /// A write of `data` (a `Vec<u8>`, a `Bytes`, a `&'static [u8]`, ...) under `key`.
+    pub fn new(key: impl Into<String>, data: impl Into<Bytes>) -> Write {
+        Write {
+            key: key.into(),
+            data: data.into(),
+        }
+    }
 }
 
 /// Reads a whole block.
@@ -57,6 +81,19 @@ pub struct ReadInto {
     pub buf: Vec<u8>,
 }
 
+/// Reads at `offset` into the caller's buffer with `pread` semantics (see
+/// [`BlockStore::read_at`]) and hands the buffer back with the count: 0 at or past the
+/// end of the block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAt {
+    /// The block's key.
+    pub key: String,
+    /// Where the read starts.
+    pub offset: u64,
+    /// The buffer to fill.
+    pub buf: Vec<u8>,
+}
+
 /// A block's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Size {
@@ -76,6 +113,9 @@ impl Job for Write {
     fn op(&self) -> Op {
         Op::Write
     }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
     fn run(self, store: &dyn BlockStore) -> Result<()> {
         store.write_block(&self.key, &self.data)
     }
@@ -85,6 +125,9 @@ impl Job for Read {
     type Output = Vec<u8>;
     fn op(&self) -> Op {
         Op::Read
+    }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
     }
     fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
         store.read_block(&self.key)
@@ -96,6 +139,9 @@ impl Job for ReadRange {
     fn op(&self) -> Op {
         Op::ReadRange
     }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
     fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
         store.read_block_range(&self.key, self.offset, self.length)
     }
@@ -106,8 +152,25 @@ impl Job for ReadInto {
     fn op(&self) -> Op {
         Op::ReadRange
     }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
     fn run(mut self, store: &dyn BlockStore) -> Result<(Vec<u8>, usize)> {
         let n = store.read_block_range_into(&self.key, self.offset, &mut self.buf)?;
+        Ok((self.buf, n))
+    }
+}
+
+impl Job for ReadAt {
+    type Output = (Vec<u8>, usize);
+    fn op(&self) -> Op {
+        Op::ReadRange
+    }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
+    fn run(mut self, store: &dyn BlockStore) -> Result<(Vec<u8>, usize)> {
+        let n = store.read_at(&self.key, self.offset, &mut self.buf)?;
         Ok((self.buf, n))
     }
 }
@@ -116,6 +179,9 @@ impl Job for Size {
     type Output = u64;
     fn op(&self) -> Op {
         Op::Size
+    }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
     }
     fn run(self, store: &dyn BlockStore) -> Result<u64> {
         store.block_size(&self.key)
@@ -127,6 +193,9 @@ impl Job for Delete {
     fn op(&self) -> Op {
         Op::Delete
     }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
     fn run(self, store: &dyn BlockStore) -> Result<()> {
         store.delete_block(&self.key)
     }
@@ -135,7 +204,16 @@ impl Job for Delete {
 /// A closure over the store as a job ([`Op::Job`]); see [`from_fn`].
 pub struct FnJob<F> {
     op: Op,
+    key: Option<String>,
     f: F,
+}
+
+impl<F> FnJob<F> {
+    /// Orders the job with the other jobs on `key` (see the module docs).
+    pub fn on_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
 }
 
 /// Makes a job of a closure over the store:
@@ -145,7 +223,11 @@ where
     F: FnOnce(&dyn BlockStore) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    FnJob { op: Op::Job, f }
+    FnJob {
+        op: Op::Job,
+        key: None,
+        f,
+    }
 }
 
 /// A closure that runs one of the store's own operations, named as that operation.
@@ -154,7 +236,7 @@ where
     F: FnOnce(&dyn BlockStore) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    FnJob { op, f }
+    FnJob { op, key: None, f }
 }
 
 impl<F, T> Job for FnJob<F>
@@ -165,6 +247,9 @@ where
     type Output = T;
     fn op(&self) -> Op {
         self.op
+    }
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
     fn run(self, store: &dyn BlockStore) -> Result<T> {
         (self.f)(store)

@@ -29,11 +29,11 @@ use crate::store::BlockStore;
 pub use batch::Batch;
 pub use config::PoolConfig;
 pub use handle::{Handle, Wait};
-pub use job::{from_fn, Delete, FnJob, Job, Read, ReadInto, ReadRange, Size, Write};
+pub use job::{from_fn, Delete, FnJob, Job, Read, ReadAt, ReadInto, ReadRange, Size, Write};
 pub use stats::{OpStats, PoolStats};
 
 use handle::Slot;
-use queue::{Admit, Queue, Task};
+use queue::{Admit, Queue, Sequencer, Task};
 use stats::Counters;
 
 /// The name prefix of every worker thread: `blockstore-pool-0`, `blockstore-pool-1`, …
@@ -69,11 +69,26 @@ pub const THREAD_PREFIX: &str = "blockstore-pool-";
 /// Worker threads do not survive `fork()`: in a child process every call fails at once
 /// with a `Backend` error. Open stores after daemonizing.
 ///
+/// # Order
+///
+/// Jobs on one key run in the order they were submitted to the pool: a later write of
+/// a key always wins over an earlier one, and a read sees the writes submitted before
+/// it. Jobs on different keys run in parallel. Prefix deletes, listings and closures
+/// without a key ([`FnJob::on_key`] gives one) are not ordered.
+///
+/// # Handles
+///
+/// Dropping a [`Handle`] never cancels its job: a write or delete queued and forgotten
+/// still happens. [`Handle::cancel`] cancels a job that has not started.
+/// [`Pool::submit_to`] sends results to a channel instead, to wait for whichever job
+/// finishes first.
+///
 /// # Closing
 ///
 /// [`BlockStore::close`] (and dropping the pool) stops taking jobs (submitters, also
-/// those blocked on a full queue, get `Closed`), finishes the queued jobs, joins every
-/// worker, then closes the inner store.
+/// those blocked on a full queue, get `Closed`), finishes the queued jobs and joins
+/// every worker. A pool made with [`Pool::new`] owns its store and closes it too; one
+/// made with [`Pool::sharing`] leaves it open for the caller.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -83,7 +98,7 @@ pub const THREAD_PREFIX: &str = "blockstore-pool-";
 ///
 /// let pool = Pool::new(Arc::new(MemoryStore::new()), PoolConfig { workers: 4, queue_capacity: 64 })?;
 /// // Owned buffers move to the workers; one result per input, in input order.
-/// let writes = (0..100).map(|i| Write { key: format!("f/chunk-0/block-{i}"), data: vec![i as u8; 4096] });
+/// let writes = (0..100).map(|i| Write::new(format!("f/chunk-0/block-{i}"), vec![i as u8; 4096]));
 /// assert!(pool.batch(writes).in_order().iter().all(|r| r.is_ok()));
 /// // Streaming: results as they complete, at most `workers` blocks in memory.
 /// let reads = (0..100).map(|i| Read { key: format!("f/chunk-0/block-{i}") });
@@ -101,9 +116,12 @@ pub const THREAD_PREFIX: &str = "blockstore-pool-";
 /// ```
 pub struct Pool {
     inner: Arc<dyn BlockStore>,
+    /// Whether closing the pool closes the inner store.
+    ownership: Ownership,
     config: PoolConfig,
     counters: Arc<Counters>,
     queue: Arc<Queue>,
+    sequencer: Arc<Sequencer>,
     gate: Gate,
     /// Held by `close` while it joins the workers: a second `close` returns once the
     /// first has finished.
@@ -118,24 +136,45 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// Whether a pool closes the store inside it when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    Owns,
+    Shares,
+}
+
 impl Pool {
-    /// Starts `config.workers` threads in front of `inner`.
+    /// Starts `config.workers` threads in front of `inner`, which the pool owns: closing
+    /// (or dropping) the pool closes it.
     pub fn new(inner: Arc<dyn BlockStore>, config: PoolConfig) -> Result<Pool> {
+        Pool::start(inner, config, Ownership::Owns)
+    }
+
+    /// Starts a pool in front of a store the caller keeps using directly (a daemon
+    /// that writes its manifest to the store after the pool is done, say): closing the
+    /// pool finishes its jobs and leaves the store open.
+    pub fn sharing(inner: Arc<dyn BlockStore>, config: PoolConfig) -> Result<Pool> {
+        Pool::start(inner, config, Ownership::Shares)
+    }
+
+    fn start(inner: Arc<dyn BlockStore>, config: PoolConfig, ownership: Ownership) -> Result<Pool> {
         config.validate()?;
+        let sequencer = Arc::new(Sequencer::new());
         let (queue, tasks) = Queue::new(config.queue_capacity);
         let queue = Arc::new(queue);
         let counters = Arc::new(Counters::new());
         let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
-            let (tasks, shared, inner, counters) = (
+            let (tasks, shared, order, inner, counters) = (
                 tasks.clone(),
                 queue.clone(),
+                sequencer.clone(),
                 inner.clone(),
                 counters.clone(),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("{THREAD_PREFIX}{i}"))
-                .spawn(move || queue::worker(tasks, shared, inner, counters));
+                .spawn(move || queue::worker(tasks, shared, order, inner, counters));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(e) => {
@@ -151,9 +190,11 @@ impl Pool {
         }
         Ok(Pool {
             inner,
+            ownership,
             config,
             counters,
             queue,
+            sequencer,
             gate: Gate::new(),
             workers: Mutex::new(workers),
         })
@@ -184,8 +225,49 @@ impl Pool {
         Batch::new(self, jobs.into_iter(), self.config.workers)
     }
 
+    /// Queues `job` and, when it finishes, sends `message(result)` to `done`: a daemon
+    /// with many jobs in flight waits on one channel for whichever finishes first, the
+    /// message saying which job it was (writes and reads can share a channel by mapping
+    /// their results to one type). Blocks while the queue is full.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use blockstore::pool::{Read, Write};
+    /// use blockstore::{MemoryStore, Pool, PoolConfig};
+    ///
+    /// let pool = Pool::new(Arc::new(MemoryStore::new()), PoolConfig::default())?;
+    /// let (done, finished) = crossbeam_channel::unbounded();
+    /// pool.submit_to(Write::new("f/0", vec![1; 8]), &done, |r| ("f/0", r.map(|()| 0)))?;
+    /// pool.submit_to(Read { key: "f/0".into() }, &done, |r| ("f/0 read", r.map(|b| b.len())))?;
+    /// for _ in 0..2 {
+    ///     let (what, result) = finished.recv().unwrap();
+    ///     println!("{what}: {:?}", result?);
+    /// }
+    /// # Ok::<(), blockstore::Error>(())
+    /// ```
+    pub fn submit_to<J, M, T>(
+        &self,
+        job: J,
+        done: &crossbeam_channel::Sender<T>,
+        message: M,
+    ) -> Result<()>
+    where
+        J: Job,
+        M: FnOnce(Result<J::Output>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let op = job.op();
+        let key = job.key().map(str::to_owned);
+        let done = done.clone();
+        let task: Task = Box::new(move |store, counters| {
+            let _ = done.send(message(queue::run(job, store, counters)));
+        });
+        self.enqueue(op, key.as_deref(), task, Admit::Wait)
+    }
+
     fn submit_as<J: Job>(&self, job: J, admit: Admit) -> Result<Handle<J::Output>> {
         let op = job.op();
+        let key = job.key().map(str::to_owned);
         let slot = Slot::new();
         let delivery = slot.clone();
         let task: Task = Box::new(move |store, counters| {
@@ -195,14 +277,14 @@ impl Pool {
             }
             delivery.finish(queue::run(job, store, counters));
         });
-        self.enqueue(op, task, admit)?;
+        self.enqueue(op, key.as_deref(), task, admit)?;
         Ok(Handle::new(slot, op))
     }
 
-    /// Queues a task, counting it.
-    fn enqueue(&self, op: Op, task: Task, admit: Admit) -> Result<()> {
+    /// Queues a task, in its key's order, counting it.
+    fn enqueue(&self, op: Op, key: Option<&str>, task: Task, admit: Admit) -> Result<()> {
         let _pass = self.gate.enter(op)?;
-        self.queue.push(op, task, admit)?;
+        queue::enqueue(&self.queue, &self.sequencer, op, key, task, admit)?;
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -230,7 +312,7 @@ impl Pool {
                 let _ = w.join();
             }
         }
-        if first {
+        if first && self.ownership == Ownership::Owns {
             self.inner.close()
         } else {
             Ok(())

@@ -7,17 +7,14 @@ use crate::error::Result;
 use crate::op::Op;
 use crate::store::{BlockRef, BlockStore, Blocks};
 
-use super::job::{call, Delete, Read, ReadRange, Size, Write};
+use super::job::{call, Delete, Read, ReadAt, ReadRange, Size, Write};
 use super::Pool;
 
 // A wrapper must not lean on a default body that would bypass the workers.
 #[deny(clippy::missing_trait_methods)]
 impl BlockStore for Pool {
     fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.call(Write {
-            key: key.to_owned(),
-            data: data.to_vec(),
-        })
+        self.call(Write::new(key, bytes::Bytes::copy_from_slice(data)))
     }
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
@@ -41,6 +38,16 @@ impl BlockStore for Pool {
             let n = s.read_block_range_into(&key, offset, &mut own)?;
             Ok((own, n))
         }))?;
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let (data, n) = self.call(ReadAt {
+            key: key.to_owned(),
+            offset,
+            buf: vec![0u8; buf.len()],
+        })?;
         buf[..n].copy_from_slice(&data[..n]);
         Ok(n)
     }
