@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs moto (the S3 tests' default server) into .venv when it is
-# not there yet, then runs every test with cargo. Extra arguments go to cargo test.
+# not there yet, then runs every test of the workspace with cargo. Extra arguments go to
+# cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v moto_server >/dev/null 2>&1 && [ ! -x .venv/bin/moto_server ]; then
@@ -15,4 +16,5 @@ if ! command -v moto_server >/dev/null 2>&1 && [ ! -x .venv/bin/moto_server ]; t
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
-exec cargo test "$@"
+# The blockfs example's end-to-end test mounts it with FUSE (needs root and /dev/fuse).
+exec cargo test --features blockstore-examples/fuse "$@"

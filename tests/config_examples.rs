@@ -23,14 +23,16 @@ fn every_example_parses() {
         }
     }
     assert_eq!(
-        seen, 5,
-        "memory, filesystem, s3-aws, s3-minio-ceph, localstack"
+        seen, 6,
+        "memory, local, filesystem, s3-aws, s3-minio-ceph, localstack"
     );
 }
 
 #[test]
 fn examples_name_their_backend() {
     assert_eq!(load("memory.toml").block_store.backend, BackendKind::Memory);
+    let local = load("local.toml").block_store.filesystem.unwrap();
+    assert!(local.base_path.is_relative(), "runs from a clone as it is");
     let fs = load("filesystem.toml");
     assert_eq!(fs.block_store.backend, BackendKind::Filesystem);
     let fs = fs.block_store.filesystem.unwrap();
