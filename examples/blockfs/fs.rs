@@ -23,7 +23,8 @@ pub const MANIFEST: &str = "blockfs/manifest";
 /// The content id of every file is `blockfs/files/{inode}`.
 pub const FILES: &str = "blockfs/files";
 const BLOCK: u64 = BLOCK_SIZE as u64;
-/// Blocks fetched ahead of a sequential reader.
+/// Blocks fetched ahead of a sequential reader, unless `BLOCKFS_READ_AHEAD` says how
+/// many (0 turns it off, to measure what it brings).
 const READ_AHEAD: u64 = 4;
 /// Clean blocks kept per open file.
 const CACHED: usize = 8;
@@ -195,6 +196,7 @@ struct FileData {
 pub struct BlockFs {
     store: Arc<dyn BlockStore>,
     pool: Arc<Pool>,
+    read_ahead: u64,
     tree: Mutex<Tree>,
     files: Mutex<HashMap<u64, Arc<Mutex<FileData>>>>,
 }
@@ -218,9 +220,14 @@ impl BlockFs {
             Err(e) if e.kind() == ErrorKind::NotFound => Tree::empty(),
             Err(e) => return Err(e),
         };
+        let read_ahead = std::env::var("BLOCKFS_READ_AHEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(READ_AHEAD);
         Ok(BlockFs {
             store,
             pool,
+            read_ahead,
             tree: Mutex::new(tree),
             files: Mutex::new(HashMap::new()),
         })
@@ -294,10 +301,10 @@ impl BlockFs {
             out.resize(out.len() + (take - have), 0);
             pos += take as u64;
         }
-        if sequential {
+        if sequential && self.read_ahead > 0 {
             // Fetch the next blocks while the reader works on these.
             let last = (file_size.saturating_sub(1)) / BLOCK;
-            for b in (end / BLOCK + 1)..=(end / BLOCK + READ_AHEAD).min(last) {
+            for b in (end / BLOCK + 1)..=(end / BLOCK + self.read_ahead).min(last) {
                 if !fd.ahead.contains_key(&b)
                     && !fd.cache.contains_key(&b)
                     && !fd.dirty.contains_key(&b)
