@@ -28,7 +28,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::error::{ErrorKind, Result};
-use crate::store::{BlockStore, BLOCK_SIZE};
+use crate::store::{BlockRef, BlockStore, BLOCK_SIZE};
 
 /// A store under test and what the suite must know about it.
 pub struct Target {
@@ -93,12 +93,15 @@ macro_rules! __conformance_case_list {
             delete_is_idempotent,
             delete_by_prefix_counts,
             prefix_semantics_and_order,
+            scan_pages_and_resumes,
+            scan_during_writes_and_deletes,
             delete_everything_then_usable,
             valid_keys_round_trip,
             invalid_keys_are_refused,
             invalid_prefixes_are_refused,
             check_order,
             close_semantics,
+            close_never_waits_for_an_open_scan,
             hierarchy_rules,
             buffers_are_the_callers_own,
             health_check_on_fresh_store,
@@ -526,6 +529,115 @@ pub fn delete_by_prefix_counts(t: &Target) {
     assert_block(s, "dp/y/keep", b"keep");
 }
 
+/// The keys a scan yields.
+fn scanned(store: &dyn BlockStore, prefix: &str, after: Option<&str>) -> Vec<String> {
+    ok(store.scan(prefix, after), "scan")
+        .map(|b| ok(b, "scan step").key)
+        .collect()
+}
+
+/// A scan crosses page boundaries (1,050 keys in nested directories) in key order,
+/// each key once with its size, the same as the collected listings; `start_after`
+/// resumes after a key, between two keys, past the end, and at or before the prefix.
+pub fn scan_pages_and_resumes(t: &Target) {
+    let s = &*t.store;
+    let keys: Vec<String> = (0..1050)
+        .map(|i| format!("sc/{:02}/{i:04}", i / 100))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        ok(s.write_block(key, &pattern(i % 7, i as u8)), "write");
+    }
+    ok(s.write_block("sb/outside", b"x"), "write outside");
+    ok(s.write_block("sd/outside", b"x"), "write outside");
+    let blocks: Vec<BlockRef> = ok(s.scan("sc/", None), "scan")
+        .map(|b| ok(b, "scan step"))
+        .collect();
+    let got: Vec<&str> = blocks.iter().map(|b| b.key.as_str()).collect();
+    assert_eq!(got, keys, "a scan gives every key once, in order");
+    for (i, b) in blocks.iter().enumerate() {
+        assert_eq!(b.size, (i % 7) as u64, "size of {}", b.key);
+    }
+    assert_eq!(ok(s.list_by_prefix("sc/"), "list"), keys);
+    assert_eq!(ok(s.list_blocks("sc/"), "list blocks"), blocks);
+    let after = |a: &str| scanned(s, "sc/", Some(a));
+    assert_eq!(after("sc/05/0500"), keys[501..], "after a key");
+    assert_eq!(after("sc/05/05005"), keys[501..], "between two keys");
+    assert_eq!(
+        after("sc/10/1049"),
+        Vec::<String>::new(),
+        "after the last key"
+    );
+    assert_eq!(after("sc/zz"), Vec::<String>::new(), "past the end");
+    assert_eq!(after("sc/"), keys, "at the prefix");
+    assert_eq!(after("s"), keys, "shorter than the prefix");
+    assert_eq!(after("a"), keys, "before the prefix");
+    assert_eq!(
+        scanned(s, "sc/0", Some("sc/03")),
+        keys[300..1000],
+        "a name prefix"
+    );
+    assert_eq!(
+        scanned(s, "", Some("sc/10/1049")),
+        ["sd/outside"],
+        "the whole store"
+    );
+}
+
+/// Keys present for the whole of a scan appear exactly once and in order, whatever is
+/// written or deleted while it runs; nothing outside the prefix appears.
+pub fn scan_during_writes_and_deletes(t: &Target) {
+    let s = &*t.store;
+    let keys: Vec<String> = (0..300)
+        .map(|i| format!("sw/{:02}/{i:03}", i / 30))
+        .collect();
+    for key in &keys {
+        ok(s.write_block(key, b"v"), "write");
+    }
+    let mut scan = ok(s.scan("sw/", None), "scan");
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let block = scan.next().expect("more blocks");
+        seen.push(ok(block, "scan step").key);
+    }
+    // Delete 50 not yet seen, write 50 new ones before and after the scan's position.
+    let deleted: Vec<&String> = keys[200..250].iter().collect();
+    for key in &deleted {
+        ok(s.delete_block(key), "delete during the scan");
+    }
+    for i in 0..25 {
+        ok(
+            s.write_block(&format!("sw/00/0{i:02}a"), b"n"),
+            "write behind",
+        );
+        ok(
+            s.write_block(&format!("sw/09/{:03}b", 270 + i), b"n"),
+            "write ahead",
+        );
+    }
+    ok(s.write_block("sx/outside", b"o"), "write outside");
+    for block in scan {
+        seen.push(ok(block, "scan step").key);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "a scan goes in strictly increasing key order"
+    );
+    for key in &keys {
+        if deleted.contains(&key) {
+            continue;
+        }
+        assert_eq!(
+            seen.iter().filter(|k| *k == key).count(),
+            1,
+            "{key} was present throughout and must appear once"
+        );
+    }
+    assert!(
+        seen.iter().all(|k| k.starts_with("sw/")),
+        "only keys under the prefix"
+    );
+}
+
 /// Plain string-prefix matching, bytewise order, each key once.
 pub fn prefix_semantics_and_order(t: &Target) {
     let s = &*t.store;
@@ -809,6 +921,30 @@ pub fn check_order(t: &Target) {
         ErrorKind::InvalidKey,
         "invalid key before empty buffer",
     );
+}
+
+/// A scan left open never holds `close` up; its next step after the close fails with
+/// `Closed`, and then it ends.
+pub fn close_never_waits_for_an_open_scan(t: &Target) {
+    for i in 0..5 {
+        ok(t.store.write_block(&format!("co/{i}"), b"v"), "write");
+    }
+    let mut scan = ok(t.store.scan("co/", None), "scan");
+    assert_eq!(ok(scan.next().expect("a block"), "first step").key, "co/0");
+    let store = t.store.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(store.close());
+    });
+    let closed = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("close waited for a scan left open");
+    ok(closed, "close");
+    match scan.next() {
+        Some(Err(e)) => assert_eq!(e.kind(), ErrorKind::Closed, "{e}"),
+        other => panic!("a step after close gave {other:?}"),
+    }
+    assert!(scan.next().is_none(), "a scan ends after an error");
 }
 
 /// Close is idempotent; afterwards every operation is Closed, checked before the key.

@@ -127,6 +127,17 @@ impl DeleteTally {
         }
     }
 
+    /// Adds another part's count (a batch deleted alongside) to this one.
+    pub fn merge(&mut self, other: DeleteTally) {
+        self.deleted += other.deleted;
+        self.failed += other.failed;
+        for failure in other.first {
+            if self.first.len() < FAILURES_SHOWN {
+                self.first.push(failure);
+            }
+        }
+    }
+
     /// `e`, from a prefix delete that had to stop, saying how many blocks it removed
     /// before.
     pub fn interrupted(&self, e: Error) -> Error {

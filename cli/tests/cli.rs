@@ -262,7 +262,11 @@ fn copy_to_s3_and_back_with_verify() {
             .arg(&s3)
             .args(["--prefix", "share/", "--verify"]),
     );
-    assert!(out.contains("copied 12, skipped 0"), "{out}");
+    assert!(
+        out.contains("copied 12 (") && out.contains("skipped 0 "),
+        "{out}"
+    );
+    assert!(out.contains("all 12 copied blocks verified"), "{out}");
     assert_eq!(stdout(cli(&s3).args(["ls", "--count"])), "12\n");
     // Again: everything is already there.
     let out = stdout(
@@ -271,7 +275,7 @@ fn copy_to_s3_and_back_with_verify() {
             .arg(&s3)
             .args(["--prefix", "share/"]),
     );
-    assert!(out.contains("copied 0, skipped 12"), "{out}");
+    assert!(out.contains("copied 0 (0 B), skipped 12 "), "{out}");
     // And back into a new filesystem store.
     let back = fs_config(dir.path(), "back");
     let out = stdout(cli(&s3).args(["copy", "--to"]).arg(&back).arg("--verify"));
@@ -370,4 +374,50 @@ fn bench_runs_with_no_configuration() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "bench leaves nothing behind"
     );
+}
+
+/// `ls` streams: `--limit` stops early, `--start-after` resumes, `--json` is one array;
+/// `copy --start-after` copies only what comes after the key.
+#[test]
+fn listing_flags_and_a_resumed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fs_config(dir.path(), "src");
+    for i in 0..30 {
+        cli(&src)
+            .args(["put", &format!("k/{i:02}")])
+            .write_stdin(format!("block {i}"))
+            .assert()
+            .success();
+    }
+    assert_eq!(
+        stdout(cli(&src).args(["ls", "--limit", "3"])),
+        "k/00\nk/01\nk/02\n"
+    );
+    assert_eq!(
+        stdout(cli(&src).args(["ls", "--start-after", "k/26"])),
+        "k/27\nk/28\nk/29\n"
+    );
+    assert_eq!(
+        stdout(cli(&src).args(["ls", "--count", "--start-after", "k/19"])),
+        "10\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        cli(&src).args(["--json", "ls", "-l", "--limit", "2"]),
+    ))
+    .unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json[1]["key"], "k/01");
+    assert_eq!(json[1]["size"], 7);
+    let empty: serde_json::Value =
+        serde_json::from_str(&stdout(cli(&src).args(["--json", "ls", "nothing/"]))).unwrap();
+    assert_eq!(empty, serde_json::json!([]));
+    let dst = fs_config(dir.path(), "dst");
+    let out = stdout(
+        cli(&src)
+            .args(["copy", "--to"])
+            .arg(&dst)
+            .args(["--start-after", "k/19"]),
+    );
+    assert!(out.contains("copied 10 ("), "{out}");
+    assert_eq!(stdout(cli(&dst).args(["ls", "--limit", "1"])), "k/20\n");
 }

@@ -319,24 +319,51 @@ impl Inner {
     }
 
     /// Deletes every block under `prefix`, page by page, within one deadline.
-    async fn delete_prefix(&self, prefix: &str, deadline: Instant) -> Result<u64> {
+    /// Deletes every block under `prefix` within one deadline: pages are listed one
+    /// after another, and each page's batch is deleted while the next pages are
+    /// listed, with at most [`BATCHES_IN_FLIGHT`] batches (so that many pages of keys)
+    /// in memory at once.
+    async fn delete_prefix(self: &Arc<Self>, prefix: &str, deadline: Instant) -> Result<u64> {
         let mut cursor = Cursor {
             prefix: format!("{}{prefix}", self.key_prefix),
             ..Cursor::default()
         };
         let mut tally = DeleteTally::default();
-        while !cursor.done {
-            let page = self
+        let mut batches = tokio::task::JoinSet::new();
+        let mut stop: Option<Error> = None;
+        while !cursor.done && stop.is_none() {
+            if batches.len() >= BATCHES_IN_FLIGHT {
+                if let Some(done) = batches.join_next().await {
+                    absorb(done, &mut tally, &mut stop);
+                }
+                continue;
+            }
+            let page = match self
                 .page(Op::DeletePrefix, prefix, &cursor, PAGE, deadline)
                 .await
-                .map_err(|e| tally.interrupted(e))?;
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            };
             cursor.advance(&page);
             let keys: Vec<String> = self.blocks(page).map(|b| b.key).collect();
-            self.delete_keys(keys, deadline, &mut tally)
-                .await
-                .map_err(|e| tally.interrupted(e))?;
+            let inner = self.clone();
+            batches.spawn(async move {
+                let mut batch = DeleteTally::default();
+                let result = inner.delete_keys(keys, deadline, &mut batch).await;
+                (batch, result)
+            });
         }
-        tally.outcome(prefix)
+        while let Some(done) = batches.join_next().await {
+            absorb(done, &mut tally, &mut stop);
+        }
+        match stop {
+            Some(e) => Err(tally.interrupted(e)),
+            None => tally.outcome(prefix),
+        }
     }
 
     /// Deletes one page of blocks, counting into `tally` only what the server
@@ -425,6 +452,32 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// Delete batches of one prefix delete in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Adds a finished delete batch to the prefix delete's count; the first batch that had
+/// to stop the whole delete (a missing bucket, the deadline) is kept in `stop`.
+fn absorb(
+    done: std::result::Result<(DeleteTally, Result<()>), tokio::task::JoinError>,
+    tally: &mut DeleteTally,
+    stop: &mut Option<Error>,
+) {
+    match done {
+        Ok((batch, result)) => {
+            tally.merge(batch);
+            if let Err(e) = result {
+                stop.get_or_insert(e);
+            }
+        }
+        Err(e) => {
+            stop.get_or_insert(
+                Error::new(ErrorKind::Backend, Op::DeletePrefix)
+                    .with_detail(format!("a delete batch failed: {e}")),
+            );
+        }
     }
 }
 
