@@ -148,6 +148,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the store can serve reads and writes now.
     fn health(&self) -> Result<()>;
 
+    /// The backend's own counters for [`crate::BlockStore::report`] (S3: attempts,
+    /// retries, throttled replies). None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Called once by the first `close`, after every operation in flight finished.
     fn shut_down(&self) -> Result<()> {
         Ok(())

@@ -1,27 +1,42 @@
 //! [`Checked`]: the one layer every backend goes through. It holds the contract's
 //! entry checks, in the contract's order (`Closed`, the key, argument errors, then the
-//! backend), and the store's open/closed state, so no backend repeats them.
+//! backend), the store's open/closed state, and the instruments every call is recorded
+//! by (a `tracing` span, `metrics`, the store's [`Report`]), so no backend repeats them.
+
+use std::time::Duration;
 
 use crate::backend::{Backend, Fields};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::gate::Gate;
+use crate::instrument::{bytes_of, Instruments};
 use crate::key::{check_key, check_prefix, MAX_KEY_LEN};
 use crate::op::Op;
-use crate::store::{check_block_len, check_range_len, BlockRef, BlockStore, Blocks};
+use crate::store::{check_block_len, check_range_len, BlockRef, BlockStore, Blocks, Report};
 
-/// A [`Backend`] behind the contract's checks: a [`BlockStore`].
-#[derive(Debug)]
+/// A [`Backend`] behind the contract's checks and the store's instruments: a
+/// [`BlockStore`].
 pub struct Checked<B> {
     backend: B,
     gate: Gate,
+    instruments: Instruments,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Checked<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend> Checked<B> {
     /// Puts `backend` behind the checks.
     pub fn from_backend(backend: B) -> Self {
+        let instruments = Instruments::new(backend.name());
         Checked {
             backend,
             gate: Gate::new(),
+            instruments,
         }
     }
 
@@ -29,115 +44,191 @@ impl<B: Backend> Checked<B> {
     pub fn backend(&self) -> &B {
         &self.backend
     }
+
+    /// Calls slower than `threshold` become `warn` events of the `tracing` span of the
+    /// call (`None`, the default: no such events, and calls are timed only when
+    /// something listens).
+    pub fn set_slow_threshold(&self, threshold: Option<Duration>) {
+        self.instruments.set_slow_threshold(threshold);
+    }
+
+    /// Runs one call of `op` on `key`, recorded by the instruments; `bytes` says how
+    /// many bytes a result moved.
+    fn observe<T>(
+        &self,
+        op: Op,
+        key: &str,
+        bytes: impl FnOnce(&Result<T>) -> u64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let call = self.instruments.call(op, key);
+        let result = call.enter(f);
+        let moved = bytes(&result);
+        call.finish(&result, moved);
+        result
+    }
 }
 
 /// A `start_after` longer than any key cannot be a key: refused, as S3 refuses it.
 fn check_start_after(start_after: Option<&str>) -> Result<()> {
     match start_after {
-        Some(after) if after.len() > MAX_KEY_LEN => {
-            Err(
-                crate::Error::new(crate::ErrorKind::InvalidKey, Op::List).with_detail(format!(
-                    "start_after is {} bytes, longer than any key ({MAX_KEY_LEN})",
-                    after.len()
-                )),
-            )
-        }
+        Some(after) if after.len() > MAX_KEY_LEN => Err(crate::Error::new(
+            ErrorKind::InvalidKey,
+            Op::List,
+        )
+        .with_detail(format!(
+            "start_after is {} bytes, longer than any key ({MAX_KEY_LEN})",
+            after.len()
+        ))),
         _ => Ok(()),
     }
+}
+
+fn nothing<T>(_: &Result<T>) -> u64 {
+    0
 }
 
 // The layer answers every method itself: none may fall back to a default body.
 #[deny(clippy::missing_trait_methods)]
 impl<B: Backend> BlockStore for Checked<B> {
     fn write_block(&self, key: &str, data: &[u8]) -> Result<()> {
-        let _pass = self.gate.enter(Op::Write)?;
-        check_key(Op::Write, key)?;
-        check_block_len(key, data.len())?;
-        self.backend.write(key, data)
+        let len = data.len() as u64;
+        self.observe(
+            Op::Write,
+            key,
+            |r| if r.is_ok() { len } else { 0 },
+            || {
+                let _pass = self.gate.enter(Op::Write)?;
+                check_key(Op::Write, key)?;
+                check_block_len(key, data.len())?;
+                self.backend.write(key, data)
+            },
+        )
     }
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(Op::Read)?;
-        check_key(Op::Read, key)?;
-        self.backend.read(key)
+        self.observe(Op::Read, key, bytes_of, || {
+            let _pass = self.gate.enter(Op::Read)?;
+            check_key(Op::Read, key)?;
+            self.backend.read(key)
+        })
     }
 
     fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let _pass = self.gate.enter(Op::ReadRange)?;
-        check_key(Op::ReadRange, key)?;
-        check_range_len(key, length)?;
-        self.backend.read_range(key, offset, length)
+        self.observe(Op::ReadRange, key, bytes_of, || {
+            let _pass = self.gate.enter(Op::ReadRange)?;
+            check_key(Op::ReadRange, key)?;
+            check_range_len(key, length)?;
+            self.backend.read_range(key, offset, length)
+        })
     }
 
     fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let _pass = self.gate.enter(Op::ReadRange)?;
-        check_key(Op::ReadRange, key)?;
-        check_range_len(key, buf.len() as u64)?;
-        self.backend.read_range_into(key, offset, buf)
+        self.observe(
+            Op::ReadRange,
+            key,
+            |r: &Result<usize>| r.as_ref().map_or(0, |n| *n as u64),
+            || {
+                let _pass = self.gate.enter(Op::ReadRange)?;
+                check_key(Op::ReadRange, key)?;
+                check_range_len(key, buf.len() as u64)?;
+                self.backend.read_range_into(key, offset, buf)
+            },
+        )
     }
 
     fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let _pass = self.gate.enter(Op::ReadRange)?;
-        check_key(Op::ReadRange, key)?;
-        if buf.is_empty() {
-            // Nothing to read, but an absent block is still absent.
-            return self.backend.size(key).map(|_| 0);
-        }
-        match self.backend.read_range_into(key, offset, buf) {
-            // The buffer is not empty, so this is an offset at or past the end.
-            Err(e) if e.kind() == crate::ErrorKind::InvalidRange => Ok(0),
-            other => other,
-        }
+        self.observe(
+            Op::ReadRange,
+            key,
+            |r: &Result<usize>| r.as_ref().map_or(0, |n| *n as u64),
+            || {
+                let _pass = self.gate.enter(Op::ReadRange)?;
+                check_key(Op::ReadRange, key)?;
+                if buf.is_empty() {
+                    // Nothing to read, but an absent block is still absent.
+                    return self.backend.size(key).map(|_| 0);
+                }
+                match self.backend.read_range_into(key, offset, buf) {
+                    // The buffer is not empty, so this is an offset at or past the end.
+                    Err(e) if e.kind() == ErrorKind::InvalidRange => Ok(0),
+                    other => other,
+                }
+            },
+        )
     }
 
     fn block_size(&self, key: &str) -> Result<u64> {
-        let _pass = self.gate.enter(Op::Size)?;
-        check_key(Op::Size, key)?;
-        self.backend.size(key)
+        self.observe(Op::Size, key, nothing, || {
+            let _pass = self.gate.enter(Op::Size)?;
+            check_key(Op::Size, key)?;
+            self.backend.size(key)
+        })
     }
 
     fn delete_block(&self, key: &str) -> Result<()> {
-        let _pass = self.gate.enter(Op::Delete)?;
-        check_key(Op::Delete, key)?;
-        self.backend.delete(key)
+        self.observe(Op::Delete, key, nothing, || {
+            let _pass = self.gate.enter(Op::Delete)?;
+            check_key(Op::Delete, key)?;
+            self.backend.delete(key)
+        })
     }
 
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
-        let _pass = self.gate.enter(Op::DeletePrefix)?;
-        check_prefix(Op::DeletePrefix, prefix)?;
-        self.backend.delete_prefix(prefix)
+        self.observe(Op::DeletePrefix, prefix, nothing, || {
+            let _pass = self.gate.enter(Op::DeletePrefix)?;
+            check_prefix(Op::DeletePrefix, prefix)?;
+            self.backend.delete_prefix(prefix)
+        })
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
-        let _pass = self.gate.enter(Op::List)?;
-        check_prefix(Op::List, prefix)?;
-        check_start_after(start_after)?;
-        let inner = self
-            .backend
-            .scan(prefix, start_after, Fields::KeysAndSizes)?;
+        let inner = self.observe(Op::List, prefix, nothing, || {
+            let _pass = self.gate.enter(Op::List)?;
+            check_prefix(Op::List, prefix)?;
+            check_start_after(start_after)?;
+            self.backend
+                .scan(prefix, start_after, Fields::KeysAndSizes)
+        })?;
         Ok(GatedScan::boxed(&self.gate, inner))
     }
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let _pass = self.gate.enter(Op::List)?;
-        check_prefix(Op::List, prefix)?;
-        Ok(self
-            .backend
-            .list(prefix, Fields::Keys)?
-            .into_iter()
-            .map(|b| b.key)
-            .collect())
+        self.observe(Op::List, prefix, nothing, || {
+            let _pass = self.gate.enter(Op::List)?;
+            check_prefix(Op::List, prefix)?;
+            Ok(self
+                .backend
+                .list(prefix, Fields::Keys)?
+                .into_iter()
+                .map(|b| b.key)
+                .collect())
+        })
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
-        let _pass = self.gate.enter(Op::List)?;
-        check_prefix(Op::List, prefix)?;
-        self.backend.list(prefix, Fields::KeysAndSizes)
+        self.observe(Op::List, prefix, nothing, || {
+            let _pass = self.gate.enter(Op::List)?;
+            check_prefix(Op::List, prefix)?;
+            self.backend.list(prefix, Fields::KeysAndSizes)
+        })
     }
 
     fn health_check(&self) -> Result<()> {
-        let _pass = self.gate.enter(Op::Health)?;
-        self.backend.health()
+        self.observe(Op::Health, "", nothing, || {
+            let _pass = self.gate.enter(Op::Health)?;
+            self.backend.health()
+        })
+    }
+
+    fn report(&self) -> Report {
+        let (ops, recent_errors) = self.instruments.report();
+        Report {
+            backend: self.backend.name(),
+            ops,
+            counters: self.backend.counters(),
+            recent_errors,
+        }
     }
 
     fn close(&self) -> Result<()> {

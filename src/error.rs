@@ -67,6 +67,49 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order ([`ErrorKind::index`] is the place in it).
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::NotFound,
+        ErrorKind::InvalidKey,
+        ErrorKind::InvalidRange,
+        ErrorKind::BlockTooLarge,
+        ErrorKind::Closed,
+        ErrorKind::Timeout,
+        ErrorKind::Conflict,
+        ErrorKind::Busy,
+        ErrorKind::Config,
+        ErrorKind::NoSpace,
+        ErrorKind::ReadOnly,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Unavailable,
+        ErrorKind::Backend,
+    ];
+
+    /// The kind's place in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind as a trace field or metric label: `not_found`, `invalid_key`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::InvalidRange => "invalid_range",
+            ErrorKind::BlockTooLarge => "block_too_large",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Config => "config",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Backend => "backend",
+        }
+    }
+
     /// The errno a FUSE or NFS server should return for this kind (see the table above).
     pub fn errno(self) -> i32 {
         match self {
@@ -350,6 +393,15 @@ mod tests {
         assert!(Error::new(ErrorKind::Backend, Op::Read)
             .with_retryable(true)
             .is_retryable());
+    }
+
+    #[test]
+    fn every_kind_has_its_place_and_label() {
+        let mut labels = std::collections::HashSet::new();
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+            assert!(labels.insert(kind.label()), "{kind:?}");
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub mod contract;
 pub mod error;
 pub mod fs;
 mod gate;
+mod instrument;
 pub mod key;
 mod memory;
 mod op;
@@ -74,7 +75,8 @@ pub use pool::{Pool, PoolConfig};
 pub use s3::S3Config;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
-pub use store::{BlockRef, BlockStore, Blocks, BLOCK_SIZE};
+pub use instrument::{Latency, OpReport, RecentError};
+pub use store::{BlockRef, BlockStore, Blocks, Report, BLOCK_SIZE};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

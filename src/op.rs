@@ -75,6 +75,27 @@ impl Op {
         }
     }
 
+    /// The operation's name as a trace field or metric label: `write`, `read`,
+    /// `read_range`, `size`, `delete`, `delete_prefix`, `list`, `health`, `close`,
+    /// `open`, `config`, `job`, `parse_key`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Write => "write",
+            Op::Read => "read",
+            Op::ReadRange => "read_range",
+            Op::Size => "size",
+            Op::Delete => "delete",
+            Op::DeletePrefix => "delete_prefix",
+            Op::List => "list",
+            Op::Health => "health",
+            Op::Close => "close",
+            Op::Open => "open",
+            Op::Config => "config",
+            Op::Job => "job",
+            Op::ParseKey => "parse_key",
+        }
+    }
+
     /// The operation's place in [`Op::ALL`], for tables indexed by operation.
     pub fn index(self) -> usize {
         self as usize
@@ -98,6 +119,10 @@ mod tests {
             assert_eq!(op.index(), i, "{op:?}");
             assert!(names.insert(op.name()), "{op:?} shares its name");
             assert_eq!(op.to_string(), op.name());
+            assert!(
+                op.label().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{op:?}"
+            );
         }
     }
 }

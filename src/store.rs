@@ -20,6 +20,34 @@ pub struct BlockRef {
 /// ends.
 pub type Blocks<'a> = Box<dyn Iterator<Item = Result<BlockRef>> + Send + 'a>;
 
+/// What a store has seen since it opened ([`BlockStore::report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The backend: `memory`, `filesystem`, `s3`, or another backend's own name.
+    pub backend: &'static str,
+    /// Per operation that ran at least once.
+    pub ops: Vec<crate::instrument::OpReport>,
+    /// The backend's own counters, by name (S3: `attempts`, `retries`, `throttled`).
+    pub counters: Vec<(&'static str, u64)>,
+    /// The last few errors, oldest first.
+    pub recent_errors: Vec<crate::instrument::RecentError>,
+}
+
+impl Report {
+    /// A backend counter by name (0 when the backend keeps no such counter).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// The report of one operation, if it ran.
+    pub fn op(&self, op: Op) -> Option<&crate::instrument::OpReport> {
+        self.ops.iter().find(|r| r.op == op)
+    }
+}
+
 /// A blocking store of immutable blocks of up to [`BLOCK_SIZE`] bytes under string keys.
 ///
 /// Every implementation behaves as [the contract](crate::contract) says, checked by the
@@ -94,6 +122,11 @@ pub trait BlockStore: Send + Sync {
 
     /// Succeeds when the store can serve reads and writes right now; otherwise says why.
     fn health_check(&self) -> Result<()>;
+
+    /// What the store has seen since it opened: calls, errors, bytes and latency per
+    /// operation, the backend's own counters (S3 attempts, retries, throttles) and its
+    /// last errors. A pool reports its store's numbers (its own are in `Pool::stats`).
+    fn report(&self) -> Report;
 
     /// Waits for operations in flight, then refuses every later one with `Closed`.
     /// Idempotent.

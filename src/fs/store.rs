@@ -651,8 +651,15 @@ impl FsBackend {
         // The record read before the removal is the one of the directory removed: no
         // directory of that name can be made while it exists.
         let record = self.new_dirs.get(rel);
-        if rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_err() {
-            return false;
+        match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+            Ok(()) => {}
+            // Not empty (a block or another writer's file arrived), already gone, a
+            // mount point: the directory is not garbage.
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT | Errno::BUSY) => return false,
+            Err(e) => {
+                gave_up("removing an empty directory", rel, e);
+                return false;
+            }
         }
         if let Some(record) = record {
             self.new_dirs.forget(rel, record.generation);
@@ -749,8 +756,16 @@ impl FsBackend {
         let Some((id, _)) = rest.rsplit_once('-') else {
             return false;
         };
-        work::abandoned(self.base(), id)
-            && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+        if !work::abandoned(self.base(), id) {
+            return false;
+        }
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) => true,
+            Err(e) => {
+                gave_up("removing a temporary file a dead store left beside a block", id, e);
+                false
+            }
+        }
     }
 
     /// Opens the block `key` for reading: its descriptor and size. What is at the path
@@ -816,6 +831,14 @@ impl FsBackend {
         }
         Ok(size)
     }
+}
+
+/// A clean-up that could not be done and is left for later, at `warn`.
+fn gave_up(what: &str, path: &str, e: Errno) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(backend = "filesystem", path, error = %e, "clean-up gave up: {what}");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (what, path, e);
 }
 
 /// The error for `errno` after retries; an absent directory after all of them is a

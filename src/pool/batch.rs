@@ -79,8 +79,9 @@ impl<'p, J: Job, I: Iterator<Item = J>> Batch<'p, J, I> {
             let op = job.op();
             let key = job.key().map(str::to_owned);
             let tx = self.tx.clone();
-            let task: Task = Box::new(move |store, counters| {
-                let result = queue::run(job, store, counters);
+            let queued_at = std::time::Instant::now();
+        let task: Task = Box::new(move |store, counters| {
+                let result = queue::run(job, queued_at, store, counters);
                 let _ = tx.send((i, result));
             });
             match self.pool.enqueue(op, key.as_deref(), task, Admit::Wait) {

@@ -259,8 +259,9 @@ impl Pool {
         let op = job.op();
         let key = job.key().map(str::to_owned);
         let done = done.clone();
+        let queued_at = std::time::Instant::now();
         let task: Task = Box::new(move |store, counters| {
-            let _ = done.send(message(queue::run(job, store, counters)));
+            let _ = done.send(message(queue::run(job, queued_at, store, counters)));
         });
         self.enqueue(op, key.as_deref(), task, Admit::Wait)
     }
@@ -270,12 +271,13 @@ impl Pool {
         let key = job.key().map(str::to_owned);
         let slot = Slot::new();
         let delivery = slot.clone();
+        let queued_at = std::time::Instant::now();
         let task: Task = Box::new(move |store, counters| {
             if !delivery.start() {
                 counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            delivery.finish(queue::run(job, store, counters));
+            delivery.finish(queue::run(job, queued_at, store, counters));
         });
         self.enqueue(op, key.as_deref(), task, admit)?;
         Ok(Handle::new(slot, op))

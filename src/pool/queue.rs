@@ -77,6 +77,8 @@ impl Queue {
             }
             if state.queued < self.capacity {
                 state.queued += 1;
+                #[cfg(feature = "metrics")]
+                metrics::gauge!("blockstore_pool_queued").set(state.queued as f64);
                 return Ok(());
             }
             if admit == Admit::Try {
@@ -104,7 +106,12 @@ impl Queue {
 
     /// A worker took a task: its place in the queue is free.
     pub(crate) fn taken(&self) {
-        self.state.lock().queued -= 1;
+        {
+            let mut state = self.state.lock();
+            state.queued -= 1;
+            #[cfg(feature = "metrics")]
+            metrics::gauge!("blockstore_pool_queued").set(state.queued as f64);
+        }
         self.room.notify_one();
     }
 
@@ -223,22 +230,35 @@ pub(crate) fn worker(
     }
 }
 
-/// Runs a started job, counting and timing it; a panic becomes a `Backend` error.
+/// Runs a started job, counting and timing it (and the time it waited since
+/// `queued_at`); a panic becomes a `Backend` error.
 pub(crate) fn run<J: Job>(
     job: J,
+    queued_at: Instant,
     store: &dyn BlockStore,
     counters: &Counters,
 ) -> Result<J::Output> {
     let op = job.op();
+    let waited = queued_at.elapsed();
+    counters.wait.record(waited);
     counters.started.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| job.run(store))).unwrap_or_else(|payload| {
-        Err(Error::new(ErrorKind::Backend, op).with_detail(format!(
-            "the backend call panicked: {}",
-            panic_message(&*payload)
-        )))
+    #[cfg(feature = "metrics")]
+    {
+        metrics::histogram!("blockstore_pool_wait_seconds").record(waited.as_secs_f64());
+        metrics::gauge!("blockstore_pool_running").increment(1.0);
+    }
+    let call = counters.instruments.call(op, job.key().unwrap_or_default());
+    let result = call.enter(|| {
+        catch_unwind(AssertUnwindSafe(|| job.run(store))).unwrap_or_else(|payload| {
+            Err(Error::new(ErrorKind::Backend, op).with_detail(format!(
+                "the backend call panicked: {}",
+                panic_message(&*payload)
+            )))
+        })
     });
-    counters.finished(op, started.elapsed(), result.is_ok());
+    call.finish(&result, 0);
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("blockstore_pool_running").decrement(1.0);
     result
 }
 

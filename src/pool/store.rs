@@ -5,7 +5,7 @@
 use crate::checked::GatedScan;
 use crate::error::Result;
 use crate::op::Op;
-use crate::store::{BlockRef, BlockStore, Blocks};
+use crate::store::{BlockRef, BlockStore, Blocks, Report};
 
 use super::job::{call, Delete, Read, ReadAt, ReadRange, Size, Write};
 use super::Pool;
@@ -95,6 +95,10 @@ impl BlockStore for Pool {
 
     fn health_check(&self) -> Result<()> {
         self.call(call(Op::Health, |s: &dyn BlockStore| s.health_check()))
+    }
+
+    fn report(&self) -> Report {
+        self.inner.report()
     }
 
     fn close(&self) -> Result<()> {

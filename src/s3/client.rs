@@ -131,6 +131,9 @@ impl Client {
             return Ok(runtime.block_on(fut));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // The caller's span goes with the request to the runtime's thread.
+        #[cfg(feature = "tracing")]
+        let fut = tracing::Instrument::in_current_span(fut);
         runtime.spawn(async move {
             let _ = tx.send(fut.await);
         });

@@ -141,6 +141,7 @@ fn read_outcome(keys: &[String], bytes: &[u8]) -> Result<Outcome, AttemptError> 
                         status: if e.code == "AccessDenied" { 403 } else { 500 },
                         code: e.code,
                         message: e.message,
+                        ..S3Failure::default()
                     };
                     outcome.failed.push((e.key, failure));
                 }

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use crate::error::{Error, ErrorKind};
 use crate::op::Op;
 
-/// An S3 error reply: status, code and message, never the raw body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An S3 error reply: status, code, message and the server's request ids, never the
+/// raw body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct S3Failure {
     /// The HTTP status.
     pub status: u16,
@@ -20,6 +21,10 @@ pub struct S3Failure {
     pub code: String,
     /// The server's message, shortened.
     pub message: String,
+    /// `x-amz-request-id` (or the body's `RequestId`): what a support case asks for.
+    pub request_id: String,
+    /// `x-amz-id-2`, AWS's extended request id.
+    pub host_id: String,
 }
 
 impl fmt::Display for S3Failure {
@@ -31,7 +36,12 @@ impl fmt::Display for S3Failure {
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
-        Ok(())
+        match (self.request_id.is_empty(), self.host_id.is_empty()) {
+            (false, false) => write!(f, " (request id {}, host id {})", self.request_id, self.host_id),
+            (false, true) => write!(f, " (request id {})", self.request_id),
+            (true, false) => write!(f, " (host id {})", self.host_id),
+            (true, true) => Ok(()),
+        }
     }
 }
 
@@ -56,8 +66,16 @@ fn element(body: &str, name: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// A request id as it may be shown: the characters ids are made of, at most 128.
+pub(crate) fn request_id(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+/=-_.".contains(*c))
+        .take(128)
+        .collect()
+}
+
 impl S3Failure {
-    /// Parses an error reply's body, keeping only its code and message.
+    /// Parses an error reply's body, keeping only its code, message and request ids.
     pub(crate) fn parse(status: u16, body: &str) -> S3Failure {
         let parsed: ErrorBody = quick_xml::de::from_str(body).unwrap_or_else(|_| ErrorBody {
             code: element(body, "Code").unwrap_or_default(),
@@ -77,6 +95,12 @@ impl S3Failure {
                 .take(64)
                 .collect(),
             message,
+            request_id: element(body, "RequestId")
+                .map(|id| request_id(&id))
+                .unwrap_or_default(),
+            host_id: element(body, "HostId")
+                .map(|id| request_id(&id))
+                .unwrap_or_default(),
         }
     }
 
@@ -149,9 +173,8 @@ impl AttemptError {
                 AttemptError::Reply(S3Failure::parse(status, &body))
             }
             S3Error::HttpFail => AttemptError::Reply(S3Failure {
-                status: 0,
-                code: String::new(),
                 message: "request failed".into(),
+                ..S3Failure::default()
             }),
             S3Error::Reqwest(e) => {
                 // reqwest's message can include the URL, never credentials: keep it
@@ -181,6 +204,33 @@ impl AttemptError {
             AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
             AttemptError::Invalid(_) => true,
             AttemptError::Other(_) => false,
+        }
+    }
+
+    /// Whether the server asked us to slow down: 503 `SlowDown` or 429.
+    pub(crate) fn is_throttle(&self) -> bool {
+        matches!(self, AttemptError::Reply(r) if r.status == 429 || (r.status == 503 && r.code == "SlowDown"))
+    }
+
+    /// What went wrong, as a metric label and a trace field: `throttled`, `http_500`,
+    /// `connect`, `timeout`, `transport`, `invalid_reply`, `other`.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            _ if self.is_throttle() => "throttled",
+            AttemptError::Reply(r) => match r.status {
+                500 => "http_500",
+                502 => "http_502",
+                503 => "http_503",
+                504 => "http_504",
+                408 => "http_408",
+                400 => "http_400",
+                _ => "http_other",
+            },
+            AttemptError::Connect(_) => "connect",
+            AttemptError::TimedOut => "timeout",
+            AttemptError::Transport(_) => "transport",
+            AttemptError::Invalid(_) => "invalid_reply",
+            AttemptError::Other(_) => "other",
         }
     }
 
@@ -284,6 +334,7 @@ mod tests {
                 status,
                 code: code.into(),
                 message: message.into(),
+                ..S3Failure::default()
             }
             .to_string()
         };
@@ -312,6 +363,7 @@ mod tests {
                 status,
                 code: code.into(),
                 message: String::new(),
+                ..S3Failure::default()
             })
             .into_error(Op::Write, "k", changes)
             .to_string()
@@ -355,6 +407,7 @@ mod tests {
                 status,
                 code: code.into(),
                 message: String::new(),
+                ..S3Failure::default()
             })
         };
         for (status, code) in [
@@ -390,6 +443,7 @@ mod tests {
                 status,
                 code: code.into(),
                 message: String::new(),
+                ..S3Failure::default()
             })
             .into_error(Op::Read, "k", Changes::None)
             .kind()

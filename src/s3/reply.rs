@@ -8,7 +8,7 @@
 use reqwest::header::HeaderName;
 use reqwest::Response;
 
-use super::error::{chain, AttemptError, S3Failure};
+use super::error::{chain, request_id, AttemptError, S3Failure};
 
 /// The most of an error reply's body that is read; a real one is a few hundred bytes.
 pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -26,6 +26,10 @@ pub(crate) async fn success(reply: Response) -> Result<Response, AttemptError> {
 /// first [`ERROR_BODY_LIMIT`] bytes of its body.
 async fn failure(mut reply: Response) -> AttemptError {
     let status = reply.status().as_u16();
+    let ids = (
+        header(&reply, "x-amz-request-id").map(request_id),
+        header(&reply, "x-amz-id-2").map(request_id),
+    );
     let mut body = Vec::new();
     loop {
         match reply.chunk().await {
@@ -45,7 +49,14 @@ async fn failure(mut reply: Response) -> AttemptError {
             }
         }
     }
-    AttemptError::Reply(S3Failure::parse(status, &String::from_utf8_lossy(&body)))
+    let mut failure = S3Failure::parse(status, &String::from_utf8_lossy(&body));
+    if let Some(id) = ids.0.filter(|id| !id.is_empty()) {
+        failure.request_id = id;
+    }
+    if let Some(id) = ids.1.filter(|id| !id.is_empty()) {
+        failure.host_id = id;
+    }
+    AttemptError::Reply(failure)
 }
 
 /// Reads a 2xx reply's body whole; a body longer than `limit` is not a reply to this

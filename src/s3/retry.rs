@@ -62,8 +62,14 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails in a way retrying cannot help, runs out of
-    /// retries, or `deadline` comes.
-    pub(crate) async fn run<T, E, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T, E>
+    /// retries, or `deadline` comes. `on_retry` hears of every retry before its wait:
+    /// the failure, the retry's number (1 for the second attempt) and the wait.
+    pub(crate) async fn run<T, E, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut attempt: F,
+        mut on_retry: impl FnMut(&E, u32, Duration),
+    ) -> Result<T, E>
     where
         E: Retryable,
         F: FnMut() -> Fut,
@@ -89,6 +95,7 @@ impl RetryPolicy {
             if Instant::now() + wait >= deadline {
                 return Err(failure);
             }
+            on_retry(&failure, retries, wait);
             tokio::time::sleep(wait).await;
         }
     }
@@ -122,10 +129,14 @@ mod tests {
         let started = std::time::Instant::now();
         let result: Result<(), AttemptError> = runtime().block_on(async {
             policy
-                .run(policy.deadline(), || {
-                    attempts += 1;
-                    async { Err(failure(503)) }
-                })
+                .run(
+                    policy.deadline(),
+                    || {
+                        attempts += 1;
+                        async { Err(failure(503)) }
+                    },
+                    |_, _, _| {},
+                )
                 .await
         });
         let elapsed = started.elapsed();
@@ -148,10 +159,14 @@ mod tests {
         let mut attempts = 0;
         let result: Result<(), AttemptError> = runtime().block_on(async {
             policy
-                .run(policy.deadline(), || {
-                    attempts += 1;
-                    async { Err(failure(500)) }
-                })
+                .run(
+                    policy.deadline(),
+                    || {
+                        attempts += 1;
+                        async { Err(failure(500)) }
+                    },
+                    |_, _, _| {},
+                )
                 .await
         });
         assert!(result.is_err());
@@ -159,17 +174,21 @@ mod tests {
         let mut attempts = 0;
         let result = runtime().block_on(async {
             policy
-                .run(policy.deadline(), || {
-                    attempts += 1;
-                    let n = attempts;
-                    async move {
-                        if n < 2 {
-                            Err(failure(503))
-                        } else {
-                            Ok(n)
+                .run(
+                    policy.deadline(),
+                    || {
+                        attempts += 1;
+                        let n = attempts;
+                        async move {
+                            if n < 2 {
+                                Err(failure(503))
+                            } else {
+                                Ok(n)
+                            }
                         }
-                    }
-                })
+                    },
+                    |_, _, _| {},
+                )
                 .await
         });
         assert_eq!(result.unwrap(), 2);

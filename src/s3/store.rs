@@ -1,7 +1,7 @@
 //! `S3Store`: blocks as objects in an S3 bucket, under a key prefix.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,7 @@ struct Inner {
     /// implement DeleteObjects: single deletes from then on.
     batch_delete: AtomicBool,
     bucket_state: AtomicU8,
+    counters: RequestCounters,
 }
 
 impl fmt::Debug for S3Backend {
@@ -160,6 +161,7 @@ impl S3Backend {
             },
             batch_delete: AtomicBool::new(config.batch_delete),
             bucket_state: AtomicU8::new(BUCKET_UNKNOWN),
+            counters: RequestCounters::default(),
         };
         Ok(S3Backend {
             client,
@@ -203,7 +205,7 @@ impl S3Backend {
         let key = key.to_owned();
         self.call(op, move |inner, deadline| async move {
             match inner
-                .retry(deadline, |bucket| head_object(bucket, &full))
+                .retry(deadline, "HEAD", |bucket| head_object(bucket, &full))
                 .await
             {
                 Ok(head) => Ok(head),
@@ -224,13 +226,54 @@ impl Inner {
     async fn retry<'a, T, F, Fut>(
         &'a self,
         deadline: Instant,
+        method: &'static str,
         attempt: F,
     ) -> Result<T, AttemptError>
     where
         F: Fn(&'a Bucket) -> Fut,
         Fut: std::future::Future<Output = Result<T, AttemptError>> + 'a,
     {
-        self.policy.run(deadline, || attempt(&self.bucket)).await
+        let mut number = 0u32;
+        self.policy
+            .run(
+                deadline,
+                || {
+                    number += 1;
+                    self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!("blockstore_s3_attempts_total", "method" => method)
+                        .increment(1);
+                    attempted(attempt(&self.bucket), number, method)
+                },
+                |failure, retry, wait| self.retrying(failure, retry, wait, method),
+            )
+            .await
+    }
+
+    /// Counts a retry and says why, at `warn`.
+    fn retrying(&self, failure: &AttemptError, retry: u32, wait: Duration, method: &'static str) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        if failure.is_throttle() {
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("blockstore_s3_retries_total", "cause" => failure.cause()).increment(1);
+            if failure.is_throttle() {
+                metrics::counter!("blockstore_s3_throttled_total").increment(1);
+            }
+        }
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            method,
+            retry,
+            cause = failure.cause(),
+            wait_ms = wait.as_millis() as u64,
+            failure = ?failure,
+            "S3 request failed; retrying"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = (retry, wait, method);
     }
 
     /// The error a caller sees for `f`; a missing bucket makes the store check the
@@ -260,7 +303,7 @@ impl Inner {
             ..Cursor::default()
         };
         match self
-            .retry(deadline, |bucket| list_page(bucket, &cursor, 1))
+            .retry(deadline, "GET", |bucket| list_page(bucket, &cursor, 1))
             .await
         {
             Ok(_) => {
@@ -286,7 +329,7 @@ impl Inner {
         max_keys: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        self.retry(deadline, |bucket| list_page(bucket, cursor, max_keys))
+        self.retry(deadline, "GET", |bucket| list_page(bucket, cursor, max_keys))
             .await
             .map_err(|f| self.fail(f, op, shown, Changes::None))
     }
@@ -382,7 +425,7 @@ impl Inner {
                 .map(|k| format!("{}{k}", self.key_prefix))
                 .collect();
             let reply = self
-                .retry(deadline, |bucket| delete_objects(bucket, &full))
+                .retry(deadline, "POST", |bucket| delete_objects(bucket, &full))
                 .await;
             let outcome = match reply {
                 Ok(outcome) => outcome,
@@ -438,7 +481,7 @@ impl Inner {
         for key in remaining {
             let full = format!("{}{key}", self.key_prefix);
             match self
-                .retry(deadline, |bucket| delete_object(bucket, &full))
+                .retry(deadline, "DELETE", |bucket| delete_object(bucket, &full))
                 .await
             {
                 Ok(()) => tally.removed(1),
@@ -453,6 +496,48 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// One attempt, with a `tracing` span of its own (attempt number, method, then the
+/// status and request id of a failure).
+async fn attempted<T>(
+    attempt: impl std::future::Future<Output = Result<T, AttemptError>>,
+    number: u32,
+    method: &'static str,
+) -> Result<T, AttemptError> {
+    #[cfg(feature = "tracing")]
+    {
+        let span = tracing::debug_span!(
+            "s3_attempt",
+            attempt = number,
+            method,
+            status = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(attempt, span.clone()).await;
+        match &result {
+            Ok(_) => span.record("status", "ok"),
+            Err(AttemptError::Reply(r)) => {
+                span.record("status", r.status);
+                span.record("request_id", r.request_id.as_str())
+            }
+            Err(e) => span.record("status", e.cause()),
+        };
+        result
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        let _ = (number, method);
+        attempt.await
+    }
+}
+
+/// What the S3 backend counts of its requests, for its report.
+#[derive(Debug, Default)]
+struct RequestCounters {
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// Delete batches of one prefix delete in flight at once.
@@ -518,7 +603,7 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::Write, move |inner, deadline| async move {
             inner
-                .retry(deadline, |bucket| put_object(bucket, &full, &upload))
+                .retry(deadline, "PUT", |bucket| put_object(bucket, &full, &upload))
                 .await
                 .map_err(|f| inner.fail(f, Op::Write, &key, Changes::Possible))
         })
@@ -529,7 +614,7 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::Read, move |inner, deadline| async move {
             let got = inner
-                .retry(deadline, |bucket| {
+                .retry(deadline, "GET", |bucket| {
                     get_object(bucket, &full, Want::Whole, BLOCK_SIZE)
                 })
                 .await
@@ -554,7 +639,7 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::ReadRange, move |inner, deadline| async move {
             let got = inner
-                .retry(deadline, |bucket| {
+                .retry(deadline, "GET", |bucket| {
                     get_object(bucket, &full, want, BLOCK_SIZE)
                 })
                 .await
@@ -587,7 +672,7 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::Delete, move |inner, deadline| async move {
             inner
-                .retry(deadline, |bucket| delete_object(bucket, &full))
+                .retry(deadline, "DELETE", |bucket| delete_object(bucket, &full))
                 .await
                 .map_err(|f| inner.fail(f, Op::Delete, &key, Changes::Possible))
         })
@@ -619,6 +704,15 @@ impl Backend for S3Backend {
         self.call(Op::List, move |inner, deadline| async move {
             inner.list(&prefix, deadline).await
         })
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.inner.counters;
+        vec![
+            ("attempts", c.attempts.load(Ordering::Relaxed)),
+            ("retries", c.retries.load(Ordering::Relaxed)),
+            ("throttled", c.throttled.load(Ordering::Relaxed)),
+        ]
     }
 
     fn health(&self) -> Result<()> {
