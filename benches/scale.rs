@@ -46,7 +46,10 @@ fn memory() {
             .write_block(&format!("share-{:05}/file-{:03}", i / 1000, i % 1000), b"")
             .unwrap();
     }
-    println!("memory: {keys} keys written in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "memory: {keys} keys written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let share = format!("share-{:05}/", keys / 2000);
     let mut times = Vec::new();
     for _ in 0..101 {
@@ -70,7 +73,9 @@ fn memory() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                store.write_block(&format!("zz-writer/{}", n % 100), b"w").unwrap();
+                store
+                    .write_block(&format!("zz-writer/{}", n % 100), b"w")
+                    .unwrap();
                 worst.fetch_max(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 n += 1;
             }
@@ -181,7 +186,10 @@ fn filesystem(root: &Path) {
     let base = root.join("listing");
     let t = Instant::now();
     populate(&base, "", blocks);
-    println!("filesystem: {blocks} blocks written in {:.0} s", t.elapsed().as_secs_f64());
+    println!(
+        "filesystem: {blocks} blocks written in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     let store = FsStore::open(FsConfig::new(&base)).unwrap();
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for round in 0..3 {
@@ -280,8 +288,15 @@ fn cli_ls(root: &Path, base: &Path, blocks: usize) {
         .output()
         .expect("prlimit (util-linux)");
     let took = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), blocks.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        blocks.to_string()
+    );
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {

@@ -72,14 +72,14 @@ impl<B: Backend> Checked<B> {
 /// A `start_after` longer than any key cannot be a key: refused, as S3 refuses it.
 fn check_start_after(start_after: Option<&str>) -> Result<()> {
     match start_after {
-        Some(after) if after.len() > MAX_KEY_LEN => Err(crate::Error::new(
-            ErrorKind::InvalidKey,
-            Op::List,
-        )
-        .with_detail(format!(
-            "start_after is {} bytes, longer than any key ({MAX_KEY_LEN})",
-            after.len()
-        ))),
+        Some(after) if after.len() > MAX_KEY_LEN => {
+            Err(
+                crate::Error::new(ErrorKind::InvalidKey, Op::List).with_detail(format!(
+                    "start_after is {} bytes, longer than any key ({MAX_KEY_LEN})",
+                    after.len()
+                )),
+            )
+        }
         _ => Ok(()),
     }
 }
@@ -187,8 +187,7 @@ impl<B: Backend> BlockStore for Checked<B> {
             let _pass = self.gate.enter(Op::List)?;
             check_prefix(Op::List, prefix)?;
             check_start_after(start_after)?;
-            self.backend
-                .scan(prefix, start_after, Fields::KeysAndSizes)
+            self.backend.scan(prefix, start_after, Fields::KeysAndSizes)
         })?;
         Ok(GatedScan::boxed(&self.gate, inner))
     }

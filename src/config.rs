@@ -66,6 +66,10 @@ pub struct BlockStoreConfig {
     /// `[block_store.s3]`.
     #[serde(default)]
     pub s3: Option<S3Config>,
+    /// `slow_call_ms`: calls slower than this many milliseconds are `warn` events
+    /// (feature `tracing`). Unset: none are.
+    #[serde(default)]
+    pub slow_call_ms: Option<u64>,
 }
 
 /// The backends a configuration can name.
@@ -125,6 +129,7 @@ impl Config {
                 backend: BackendKind::Filesystem,
                 filesystem: Some(FsConfig::new(base_path)),
                 s3: None,
+                slow_call_ms: None,
             },
             pool: None,
         }
@@ -249,14 +254,24 @@ impl Config {
     /// present.
     pub fn open(&self) -> Result<Opened> {
         self.validate()?;
+        let slow = self
+            .block_store
+            .slow_call_ms
+            .map(std::time::Duration::from_millis);
         let store: Arc<dyn BlockStore> =
             match self.block_store.backend {
-                BackendKind::Memory => Arc::new(MemoryStore::new()),
+                BackendKind::Memory => {
+                    let store = MemoryStore::new();
+                    store.set_slow_threshold(slow);
+                    Arc::new(store)
+                }
                 BackendKind::Filesystem => {
                     let fs = self.block_store.filesystem.clone().ok_or_else(|| {
                         config_error("block_store.filesystem", "section is missing")
                     })?;
-                    Arc::new(crate::fs::FsStore::open(fs)?)
+                    let store = crate::fs::FsStore::open(fs)?;
+                    store.set_slow_threshold(slow);
+                    Arc::new(store)
                 }
                 #[cfg(feature = "s3")]
                 BackendKind::S3 => {
@@ -265,7 +280,9 @@ impl Config {
                         .s3
                         .clone()
                         .ok_or_else(|| config_error("block_store.s3", "section is missing"))?;
-                    Arc::new(crate::s3::S3Store::open(s3)?)
+                    let store = crate::s3::S3Store::open(s3)?;
+                    store.set_slow_threshold(slow);
+                    Arc::new(store)
                 }
                 #[cfg(not(feature = "s3"))]
                 BackendKind::S3 => return Err(config_error(

@@ -122,16 +122,71 @@ struct OpMetrics {
     bytes: AtomicU64,
     in_flight: AtomicI64,
     latency: Histogram,
+    #[cfg(feature = "metrics")]
+    keys: MetricKeys,
 }
 
 impl OpMetrics {
-    fn new() -> Self {
+    fn new(_backend: &'static str, _op: Op) -> Self {
         OpMetrics {
             calls: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             latency: Histogram::new(),
+            #[cfg(feature = "metrics")]
+            keys: MetricKeys::new(_backend, _op),
+        }
+    }
+}
+
+/// The `metrics` keys of one operation, built once per store: a call hands them to the
+/// current recorder by reference, so it allocates nothing and, with no recorder
+/// installed, costs little more than a thread-local read.
+#[cfg(feature = "metrics")]
+struct MetricKeys {
+    calls: metrics::Key,
+    in_flight: metrics::Key,
+    seconds: metrics::Key,
+    bytes: metrics::Key,
+    errors: [metrics::Key; ErrorKind::ALL.len()],
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new("blockstore", metrics::Level::INFO, Some(module_path!()));
+
+#[cfg(feature = "metrics")]
+impl MetricKeys {
+    fn new(backend: &'static str, op: Op) -> Self {
+        let key = |name: &'static str| {
+            metrics::Key::from_parts(
+                name,
+                vec![
+                    metrics::Label::from_static_parts("backend", backend),
+                    metrics::Label::from_static_parts("op", op.label()),
+                ],
+            )
+        };
+        MetricKeys {
+            calls: key("blockstore_calls_total"),
+            in_flight: key("blockstore_in_flight"),
+            seconds: key("blockstore_call_seconds"),
+            bytes: key(if op == Op::Write {
+                "blockstore_bytes_written_total"
+            } else {
+                "blockstore_bytes_read_total"
+            }),
+            errors: std::array::from_fn(|i| {
+                metrics::Key::from_parts(
+                    "blockstore_errors_total",
+                    vec![
+                        metrics::Label::from_static_parts("backend", backend),
+                        metrics::Label::from_static_parts("op", op.label()),
+                        metrics::Label::from_static_parts("kind", ErrorKind::ALL[i].label()),
+                    ],
+                )
+            }),
         }
     }
 }
@@ -189,7 +244,10 @@ impl Instruments {
     pub(crate) fn new(backend: &'static str) -> Instruments {
         Instruments {
             backend,
-            ops: Op::ALL.iter().map(|_| OpMetrics::new()).collect(),
+            ops: Op::ALL
+                .iter()
+                .map(|op| OpMetrics::new(backend, *op))
+                .collect(),
             recent: Mutex::new(VecDeque::new()),
             slow_ns: AtomicU64::new(0),
             always_timed: false,
@@ -216,11 +274,11 @@ impl Instruments {
         m.calls.fetch_add(1, Ordering::Relaxed);
         m.in_flight.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        {
-            let labels = [("backend", self.backend), ("op", op.label())];
-            metrics::counter!("blockstore_calls_total", &labels).increment(1);
-            metrics::gauge!("blockstore_in_flight", &labels).increment(1.0);
-        }
+        metrics::with_recorder(|r| {
+            r.register_counter(&m.keys.calls, &METADATA).increment(1);
+            r.register_gauge(&m.keys.in_flight, &METADATA)
+                .increment(1.0);
+        });
         #[cfg(feature = "tracing")]
         let span = tracing::debug_span!(
             "blockstore",
@@ -312,29 +370,22 @@ impl Call<'_> {
             });
         }
         #[cfg(feature = "metrics")]
-        {
-            let labels = [("backend", inst.backend), ("op", self.op.label())];
-            metrics::gauge!("blockstore_in_flight", &labels).decrement(1.0);
+        metrics::with_recorder(|r| {
+            r.register_gauge(&m.keys.in_flight, &METADATA)
+                .decrement(1.0);
             if let Some(elapsed) = elapsed {
-                metrics::histogram!("blockstore_call_seconds", &labels).record(elapsed.as_secs_f64());
+                r.register_histogram(&m.keys.seconds, &METADATA)
+                    .record(elapsed.as_secs_f64());
             }
             if bytes > 0 {
-                let name = if self.op == Op::Write {
-                    "blockstore_bytes_written_total"
-                } else {
-                    "blockstore_bytes_read_total"
-                };
-                metrics::counter!(name, &labels).increment(bytes);
+                r.register_counter(&m.keys.bytes, &METADATA)
+                    .increment(bytes);
             }
             if let Err(e) = result {
-                let labels = [
-                    ("backend", inst.backend),
-                    ("op", self.op.label()),
-                    ("kind", e.kind().label()),
-                ];
-                metrics::counter!("blockstore_errors_total", &labels).increment(1);
+                r.register_counter(&m.keys.errors[e.kind().index()], &METADATA)
+                    .increment(1);
             }
-        }
+        });
         #[cfg(feature = "tracing")]
         {
             let outcome = match result {

@@ -68,6 +68,7 @@ pub mod conformance;
 pub use config::{open, BackendKind, BlockStoreConfig, Config, Opened};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::{FsConfig, FsStore};
+pub use instrument::{Latency, OpReport, RecentError};
 pub use key::{block_key, content_prefix, parse_block_key, BlockKey};
 pub use memory::MemoryStore;
 pub use op::Op;
@@ -75,7 +76,6 @@ pub use pool::{Pool, PoolConfig};
 pub use s3::S3Config;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
-pub use instrument::{Latency, OpReport, RecentError};
 pub use store::{BlockRef, BlockStore, Blocks, Report, BLOCK_SIZE};
 
 /// The README's examples, compiled and run as doc tests.

@@ -120,7 +120,9 @@ mod tests {
             assert!(names.insert(op.name()), "{op:?} shares its name");
             assert_eq!(op.to_string(), op.name());
             assert!(
-                op.label().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                op.label()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
                 "{op:?}"
             );
         }

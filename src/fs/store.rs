@@ -762,7 +762,11 @@ impl FsBackend {
         match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) => true,
             Err(e) => {
-                gave_up("removing a temporary file a dead store left beside a block", id, e);
+                gave_up(
+                    "removing a temporary file a dead store left beside a block",
+                    id,
+                    e,
+                );
                 false
             }
         }

@@ -80,7 +80,7 @@ impl<'p, J: Job, I: Iterator<Item = J>> Batch<'p, J, I> {
             let key = job.key().map(str::to_owned);
             let tx = self.tx.clone();
             let queued_at = std::time::Instant::now();
-        let task: Task = Box::new(move |store, counters| {
+            let task: Task = Box::new(move |store, counters| {
                 let result = queue::run(job, queued_at, store, counters);
                 let _ = tx.send((i, result));
             });

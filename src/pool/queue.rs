@@ -78,7 +78,8 @@ impl Queue {
             if state.queued < self.capacity {
                 state.queued += 1;
                 #[cfg(feature = "metrics")]
-                metrics::gauge!("blockstore_pool_queued").set(state.queued as f64);
+                // Summed over every pool of the process, like the other pool metrics.
+                metrics::gauge!("blockstore_pool_queued").increment(1.0);
                 return Ok(());
             }
             if admit == Admit::Try {
@@ -110,7 +111,7 @@ impl Queue {
             let mut state = self.state.lock();
             state.queued -= 1;
             #[cfg(feature = "metrics")]
-            metrics::gauge!("blockstore_pool_queued").set(state.queued as f64);
+            metrics::gauge!("blockstore_pool_queued").decrement(1.0);
         }
         self.room.notify_one();
     }

@@ -90,7 +90,10 @@ impl Counters {
             .iter()
             .map(|o| o.errors.iter().map(|(_, n)| n).sum::<u64>())
             .sum();
-        let finished: u64 = ops.iter().map(|o| o.calls - o.in_flight.max(0) as u64).sum();
+        let finished: u64 = ops
+            .iter()
+            .map(|o| o.calls - o.in_flight.max(0) as u64)
+            .sum();
         PoolStats {
             workers,
             queued: submitted.saturating_sub(started + cancelled),
@@ -101,7 +104,11 @@ impl Counters {
             wait: self.wait.snapshot(),
             ops: ops
                 .iter()
-                .filter_map(|o| self.instruments.latency(o.op).map(|l| OpStats::new(o.op, l)))
+                .filter_map(|o| {
+                    self.instruments
+                        .latency(o.op)
+                        .map(|l| OpStats::new(o.op, l))
+                })
                 .collect(),
         }
     }

@@ -37,7 +37,11 @@ impl fmt::Display for S3Failure {
             write!(f, ": {}", self.message)?;
         }
         match (self.request_id.is_empty(), self.host_id.is_empty()) {
-            (false, false) => write!(f, " (request id {}, host id {})", self.request_id, self.host_id),
+            (false, false) => write!(
+                f,
+                " (request id {}, host id {})",
+                self.request_id, self.host_id
+            ),
             (false, true) => write!(f, " (request id {})", self.request_id),
             (true, false) => write!(f, " (host id {})", self.host_id),
             (true, true) => Ok(()),

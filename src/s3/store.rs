@@ -234,6 +234,8 @@ impl Inner {
         Fut: std::future::Future<Output = Result<T, AttemptError>> + 'a,
     {
         let mut number = 0u32;
+        // The span of the latest attempt: a retry records its wait there.
+        let latest = AttemptSpan::default();
         self.policy
             .run(
                 deadline,
@@ -243,9 +245,12 @@ impl Inner {
                     #[cfg(feature = "metrics")]
                     metrics::counter!("blockstore_s3_attempts_total", "method" => method)
                         .increment(1);
-                    attempted(attempt(&self.bucket), number, method)
+                    attempted(attempt(&self.bucket), number, method, &latest)
                 },
-                |failure, retry, wait| self.retrying(failure, retry, wait, method),
+                |failure, retry, wait| {
+                    latest.retrying(failure, wait);
+                    self.retrying(failure, retry, wait, method)
+                },
             )
             .await
     }
@@ -258,7 +263,8 @@ impl Inner {
         }
         #[cfg(feature = "metrics")]
         {
-            metrics::counter!("blockstore_s3_retries_total", "cause" => failure.cause()).increment(1);
+            metrics::counter!("blockstore_s3_retries_total", "cause" => failure.cause())
+                .increment(1);
             if failure.is_throttle() {
                 metrics::counter!("blockstore_s3_throttled_total").increment(1);
             }
@@ -329,9 +335,11 @@ impl Inner {
         max_keys: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        self.retry(deadline, "GET", |bucket| list_page(bucket, cursor, max_keys))
-            .await
-            .map_err(|f| self.fail(f, op, shown, Changes::None))
+        self.retry(deadline, "GET", |bucket| {
+            list_page(bucket, cursor, max_keys)
+        })
+        .await
+        .map_err(|f| self.fail(f, op, shown, Changes::None))
     }
 
     /// The blocks of a page: keys without the key prefix, valid keys only (other
@@ -498,12 +506,37 @@ impl Inner {
     }
 }
 
-/// One attempt, with a `tracing` span of its own (attempt number, method, then the
-/// status and request id of a failure).
+/// The `tracing` span of a call's latest attempt, kept so that the retry that follows
+/// records its wait (and a timed-out attempt its status) there.
+#[derive(Default)]
+struct AttemptSpan {
+    #[cfg(feature = "tracing")]
+    span: parking_lot::Mutex<Option<tracing::Span>>,
+}
+
+impl AttemptSpan {
+    /// Records the wait before the next attempt in the latest attempt's span.
+    fn retrying(&self, failure: &AttemptError, wait: Duration) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = self.span.lock().take() {
+            if matches!(failure, AttemptError::TimedOut) {
+                span.record("status", "timeout");
+            }
+            span.record("next_delay_ms", wait.as_millis() as u64);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (failure, wait);
+    }
+}
+
+/// One attempt, with a `tracing` span of its own: attempt number and method, then the
+/// status and request id of its reply and, when it is retried, the delay before the
+/// next attempt.
 async fn attempted<T>(
     attempt: impl std::future::Future<Output = Result<T, AttemptError>>,
     number: u32,
     method: &'static str,
+    latest: &AttemptSpan,
 ) -> Result<T, AttemptError> {
     #[cfg(feature = "tracing")]
     {
@@ -513,7 +546,9 @@ async fn attempted<T>(
             method,
             status = tracing::field::Empty,
             request_id = tracing::field::Empty,
+            next_delay_ms = tracing::field::Empty,
         );
+        *latest.span.lock() = Some(span.clone());
         let result = tracing::Instrument::instrument(attempt, span.clone()).await;
         match &result {
             Ok(_) => span.record("status", "ok"),
@@ -527,7 +562,7 @@ async fn attempted<T>(
     }
     #[cfg(not(feature = "tracing"))]
     {
-        let _ = (number, method);
+        let _ = (number, method, latest);
         attempt.await
     }
 }
