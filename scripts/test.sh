@@ -16,5 +16,7 @@ if ! command -v moto_server >/dev/null 2>&1 && [ ! -x .venv/bin/moto_server ]; t
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
-# The blockfs example's end-to-end test mounts it with FUSE (needs root and /dev/fuse).
-exec cargo test --features blockstore-examples/fuse "$@"
+# Features beyond the defaults that have tests of their own: metrics (the library's
+# counters and the Prometheus example), fuse (the blockfs example's end-to-end test
+# mounts it: root and /dev/fuse needed).
+exec cargo test --features blockstore/metrics,blockstore-examples/metrics,blockstore-examples/fuse "$@"

@@ -217,7 +217,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     }
     let rows = result?;
     let backend = format!("{:?}", config.block_store.backend).to_lowercase();
-    print_table(out, &backend, &args, &rows)?;
+    print_table(out, &backend, &args, &rows, &store.report())?;
     store.close().map_err(|e| Failure::store("bench", "", &e))
 }
 
@@ -282,10 +282,10 @@ fn phases(
     let io = |what: &'static str| move |e: std::io::Error| Failure::io(what, e);
     let size_name = crate::common::human_bytes(size as u64).replace(".0 ", " ");
     let range_len = 4096.min(size);
-    // Cheap operations run many times over the same blocks, so that the phase's time is
-    // the operations', not the start-up of its threads.
-    let ranges = (n * 64).max(4096);
-    let stats = (n * 64).max(4096);
+    // Cheap operations run 64 times per block, so that the phase's time is the
+    // operations', not the start-up of its threads; `--blocks` bounds the whole run.
+    let ranges = n * 64;
+    let stats = n * 64;
     let listings = 200;
     // Offsets that follow no pattern the page cache or a server could favour.
     let offset = |i: usize| fastrand::Rng::with_seed(i as u64).u64(..=(size - range_len) as u64);
@@ -461,7 +461,13 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-fn print_table(out: &Output, backend: &str, args: &Args, rows: &[Row]) -> Result<(), Failure> {
+fn print_table(
+    out: &Output,
+    backend: &str,
+    args: &Args,
+    rows: &[Row],
+    report: &blockstore::Report,
+) -> Result<(), Failure> {
     // Throughput ratio: the store's rate over the bare rate (1.00 = no overhead).
     let ratio = |r: &Row| {
         r.bare
@@ -486,7 +492,12 @@ fn print_table(out: &Output, backend: &str, args: &Args, rows: &[Row]) -> Result
             .collect();
         println!(
             "{}",
-            serde_json::json!({ "backend": backend, "workers": args.workers, "blocks": args.blocks, "block_size": args.block_size, "results": items })
+            serde_json::json!({
+                "backend": backend, "workers": args.workers, "blocks": args.blocks,
+                "block_size": args.block_size, "results": items,
+                "attempts": report.counter("attempts"), "retries": report.counter("retries"),
+                "throttled": report.counter("throttled"),
+            })
         );
         return Ok(());
     }
@@ -519,6 +530,15 @@ fn print_table(out: &Output, backend: &str, args: &Args, rows: &[Row]) -> Result
             fmt_duration(p.quantile(0.5)),
             fmt_duration(p.quantile(0.99)),
             vs
+        )?;
+    }
+    let attempts = report.counter("attempts");
+    if attempts > 0 {
+        writeln!(
+            stdout,
+            "requests: {attempts} attempts, {} retried, {} throttled",
+            report.counter("retries"),
+            report.counter("throttled")
         )?;
     }
     Ok(())

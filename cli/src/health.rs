@@ -2,14 +2,36 @@
 
 use std::path::Path;
 
+use blockstore::BlockStore;
+
 use crate::common::{open_store, Create, Failure, Output};
+
+/// The store's last errors, for `--json`.
+fn recent_errors(store: &dyn BlockStore) -> serde_json::Value {
+    let report = store.report();
+    serde_json::Value::Array(
+        report
+            .recent_errors
+            .iter()
+            .map(|e| {
+                let at =
+                    e.at.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                serde_json::json!({ "at_unix": at, "kind": e.kind.label(), "message": e.message })
+            })
+            .collect(),
+    )
+}
 
 pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
     let store = open_store(config, Create::Never)?;
     match store.health_check() {
         Ok(()) => {
             if out.json {
-                println!("{}", serde_json::json!({ "healthy": true }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "healthy": true, "recent_errors": recent_errors(&*store) })
+                );
             } else {
                 out.info("healthy");
             }
@@ -19,7 +41,10 @@ pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
             if out.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "healthy": false, "reason": e.to_string() })
+                    serde_json::json!({
+                        "healthy": false, "reason": e.to_string(),
+                        "recent_errors": recent_errors(&*store),
+                    })
                 );
             }
             Err(Failure::store("health", "", &e))

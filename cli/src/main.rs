@@ -38,6 +38,12 @@ struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Show what the store does on stderr: -v each call (a line per span, with its
+    /// key, bytes, outcome and time, and every S3 attempt), -vv also the HTTP layer.
+    /// RUST_LOG (e.g. `blockstore=debug`) overrides. Warnings (retries, throttling,
+    /// slow calls, clean-ups that gave up) show by default.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,8 +68,27 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Logs on stderr: RUST_LOG if set, else by `-v`.
+fn init_logs(verbose: u8) {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "warn,blockstore=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.verbose);
     let out = common::Output {
         quiet: cli.quiet,
         json: cli.json,

@@ -2,6 +2,9 @@
 //! filesystem backend, copies to moto (or the configured S3 server) and back, an
 //! interrupted copy resumed, and bad configuration files.
 
+#[path = "../../tests/support/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 #[path = "../../tests/support/s3.rs"]
 mod s3_support;
 
@@ -31,12 +34,17 @@ fn fs_config(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn s3_config(dir: &Path) -> PathBuf {
+    s3_config_at(dir, &s3_support::config().endpoint)
+}
+
+/// An S3 configuration with another endpoint (a proxy in front of the server).
+fn s3_config_at(dir: &Path, endpoint: &str) -> PathBuf {
     let c = s3_support::config();
     let path = dir.join("s3.toml");
     let text = format!(
         "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"{}\"\nendpoint = \"{}\"\nforce_path_style = true\n\
          key_prefix = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-        c.bucket, c.endpoint, c.key_prefix, c.access_key_id, c.secret_access_key
+        c.bucket, endpoint, c.key_prefix, c.access_key_id, c.secret_access_key
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -420,4 +428,105 @@ fn listing_flags_and_a_resumed_copy() {
     );
     assert!(out.contains("copied 10 ("), "{out}");
     assert_eq!(stdout(cli(&dst).args(["ls", "--limit", "1"])), "k/20\n");
+}
+
+/// `-v` shows each call's span on stderr (plain text when stderr is not a terminal);
+/// without it a successful command says nothing there. `RUST_LOG` overrides.
+#[test]
+fn verbose_shows_the_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    let quiet = cli(&config)
+        .args(["put", "v/chunk-0/block-0"])
+        .write_stdin(b"12345".to_vec())
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let out = cli(&config)
+        .args(["-v", "get", "v/chunk-0/block-0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes into a pipe: {stderr}"
+    );
+    let span = stderr
+        .lines()
+        .find(|l| l.contains("op=\"read\""))
+        .unwrap_or_else(|| panic!("no read span in: {stderr}"));
+    for field in [
+        "backend=\"pool\"",
+        "key=\"v/chunk-0/block-0\"",
+        "bytes=5",
+        "outcome=\"ok\"",
+        "elapsed_us=",
+    ] {
+        assert!(span.contains(field), "{field} missing from {span}");
+    }
+    let missing = cli(&config)
+        .env("RUST_LOG", "blockstore=debug")
+        .args(["stat", "v/none"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("outcome=\"not_found\""),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
+
+/// Through a proxy that throttles the first writes and fails health's first request,
+/// `bench --json` counts the retries and throttles and `health --json` shows the errors
+/// it met.
+#[test]
+fn bench_counts_retries_and_health_shows_recent_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = s3_support::server();
+    let proxy = proxy::Proxy::start(&server.endpoint);
+    let config = s3_config_at(dir.path(), &proxy.endpoint());
+    let _cleanup = s3_support::Cleanup(s3_support::config());
+    proxy.fail_next_method("PUT", 3, 503, "SlowDown");
+    let json: serde_json::Value = serde_json::from_str(&stdout(cli(&config).args([
+        "--json",
+        "bench",
+        "--blocks",
+        "4",
+        "--block-size",
+        "4K",
+        "--workers",
+        "1",
+    ])))
+    .unwrap();
+    assert_eq!(json["backend"], "s3");
+    assert_eq!(json["retries"], 3, "{json}");
+    assert_eq!(json["throttled"], 3, "{json}");
+    assert!(json["attempts"].as_u64().unwrap() > 3, "{json}");
+
+    // Every attempt of health's first request fails: health fails and says why.
+    proxy.fail_next(4, 500, "InternalError");
+    let out = cli(&config).args(["--json", "health"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["healthy"], false);
+    let recent = json["recent_errors"].as_array().unwrap();
+    assert!(!recent.is_empty(), "{json}");
+    assert!(
+        recent
+            .iter()
+            .all(|e| e["kind"].is_string() && e["message"].is_string()),
+        "{json}"
+    );
+    assert!(
+        recent[0]["message"].as_str().unwrap().contains("500"),
+        "{json}"
+    );
 }
