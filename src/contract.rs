@@ -146,6 +146,13 @@
 //!   Exponential backoff with jitter, at most `max_retries` retries per request, each
 //!   attempt bounded by `request_timeout_secs` and each call, however many requests it
 //!   makes, by `operation_deadline_secs`. rust-s3's own retries are off.
+//! - Throttling (503 `SlowDown`, 429, a 503 with `Retry-After` or without an S3 error
+//!   body, `Throttling`-style codes) is told apart from other failures: it has a retry
+//!   budget of its own, bounded only by the call's deadline, honours `Retry-After`,
+//!   and slows the whole store down (one rate limiter per store, shared by all its
+//!   threads), which speeds up again once throttling stops. A caller sees it (as a
+//!   retryable `Busy`) only when the call's deadline is spent. This refines the
+//!   `max_retries` rule above, which keeps applying to every other failure.
 //! - `NotFound` only for 404 `NoSuchKey` (or a HEAD 404 in a bucket that exists). A
 //!   missing bucket is `Config`, never `NotFound`, and never lets a delete "succeed".
 //!   416 is `InvalidRange`; a server that ignores `Range` and answers 200 is handled by

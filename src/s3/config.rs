@@ -30,9 +30,18 @@ pub struct S3Config {
     /// Prepended to every key; empty or a valid prefix ending in `/`. Default `blocks/`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// Retries after the first attempt; `0` means one attempt. Default 3.
+    /// Retries after the first attempt of failures other than throttling; `0` means
+    /// one attempt. Default 3. Throttling is retried until `operation_deadline_secs`.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// A fixed cap on the store's requests per second, shared by all its threads; `0`
+    /// (the default) means none.
+    #[serde(default)]
+    pub max_requests_per_second: u32,
+    /// Whether throttling slows the whole store down (then lets it speed up again).
+    /// Default `true`.
+    #[serde(default = "yes")]
+    pub adaptive_rate: bool,
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO, Ceph RGW and
     /// Localstack. Default `false`.
     #[serde(default)]
@@ -95,6 +104,8 @@ impl S3Config {
             endpoint: String::new(),
             key_prefix: default_key_prefix(),
             max_retries: default_max_retries(),
+            max_requests_per_second: 0,
+            adaptive_rate: true,
             force_path_style: false,
             access_key_id: String::new(),
             secret_access_key: String::new(),
@@ -146,6 +157,8 @@ impl fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("key_prefix", &self.key_prefix)
             .field("max_retries", &self.max_retries)
+            .field("max_requests_per_second", &self.max_requests_per_second)
+            .field("adaptive_rate", &self.adaptive_rate)
             .field("force_path_style", &self.force_path_style)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redact(&self.secret_access_key))

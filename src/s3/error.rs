@@ -25,6 +25,8 @@ pub struct S3Failure {
     pub request_id: String,
     /// `x-amz-id-2`, AWS's extended request id.
     pub host_id: String,
+    /// The wait the server asked for with `Retry-After`, if it did.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for S3Failure {
@@ -105,13 +107,35 @@ impl S3Failure {
             host_id: element(body, "HostId")
                 .map(|id| request_id(&id))
                 .unwrap_or_default(),
+            retry_after: None,
         }
+    }
+
+    /// Whether the server asked us to slow down: 429; 503 `SlowDown`, 503 with
+    /// `Retry-After`, or 503 without an S3 error code (the reply to a HEAD has no body,
+    /// and AWS throttles HEADs that way); or a throttling code whatever the status
+    /// (`Throttling`, `RequestLimitExceeded`, … as AWS services and gateways spell it).
+    pub fn is_throttle(&self) -> bool {
+        self.status == 429
+            || (self.status == 503 && (self.retry_after.is_some() || self.code.is_empty()))
+            || matches!(
+                self.code.as_str(),
+                "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "ThrottledException"
+                    | "RequestThrottled"
+                    | "RequestLimitExceeded"
+                    | "TooManyRequests"
+                    | "TooManyRequestsException"
+            )
     }
 
     /// Whether another attempt may succeed (the contract's retry list).
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(self.status, 500 | 502 | 503 | 504 | 408 | 429)
             || (self.status == 400 && self.code == "RequestTimeout")
+            || self.is_throttle()
     }
 
     pub(crate) fn kind(&self) -> ErrorKind {
@@ -120,7 +144,7 @@ impl S3Failure {
             (404, "NoSuchBucket") => ErrorKind::Config,
             (403, _) => ErrorKind::PermissionDenied,
             (416, _) => ErrorKind::InvalidRange,
-            (429, _) => ErrorKind::Busy,
+            _ if self.is_throttle() => ErrorKind::Busy,
             (503, _) => ErrorKind::Unavailable,
             (400, "RequestTimeout") | (408, _) => ErrorKind::Timeout,
             _ => ErrorKind::Backend,
@@ -153,6 +177,9 @@ pub(crate) enum AttemptError {
     /// page that does not advance, a delete reply that confirms nothing): never used
     /// as data or as success, and retried.
     Invalid(String),
+    /// The store's own rate limit (after throttling, or `max_requests_per_second`)
+    /// left no slot before the call's deadline: the request was never sent.
+    RateLimited(f64),
     /// Anything else: not retried.
     Other(String),
 }
@@ -207,17 +234,25 @@ impl AttemptError {
             AttemptError::Reply(r) => r.is_retryable(),
             AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
             AttemptError::Invalid(_) => true,
-            AttemptError::Other(_) => false,
+            AttemptError::RateLimited(_) | AttemptError::Other(_) => false,
         }
     }
 
-    /// Whether the server asked us to slow down: 503 `SlowDown` or 429.
+    /// Whether the server asked us to slow down (see [`S3Failure::is_throttle`]).
     pub(crate) fn is_throttle(&self) -> bool {
-        matches!(self, AttemptError::Reply(r) if r.status == 429 || (r.status == 503 && r.code == "SlowDown"))
+        matches!(self, AttemptError::Reply(r) if r.is_throttle())
+    }
+
+    /// The wait the server asked for, if it did.
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            AttemptError::Reply(r) => r.retry_after,
+            _ => None,
+        }
     }
 
     /// What went wrong, as a metric label and a trace field: `throttled`, `http_500`,
-    /// `connect`, `timeout`, `transport`, `invalid_reply`, `other`.
+    /// `connect`, `timeout`, `transport`, `invalid_reply`, `rate_limited`, `other`.
     pub(crate) fn cause(&self) -> &'static str {
         match self {
             _ if self.is_throttle() => "throttled",
@@ -234,6 +269,7 @@ impl AttemptError {
             AttemptError::TimedOut => "timeout",
             AttemptError::Transport(_) => "transport",
             AttemptError::Invalid(_) => "invalid_reply",
+            AttemptError::RateLimited(_) => "rate_limited",
             AttemptError::Other(_) => "other",
         }
     }
@@ -248,7 +284,8 @@ impl AttemptError {
 
     /// The error a caller sees for operation `op` on `key`.
     pub(crate) fn into_error(self, op: Op, key: &str, changes: Changes) -> Error {
-        let retryable = self.is_retryable();
+        // Waiting longer than the deadline may well succeed.
+        let retryable = self.is_retryable() || matches!(self, AttemptError::RateLimited(_));
         let unknown = if changes == Changes::Possible {
             "; the outcome is unknown: the change may still take effect"
         } else {
@@ -264,6 +301,10 @@ impl AttemptError {
                     e = e.with_detail("access denied: check the credentials and the bucket policy");
                 } else if kind == ErrorKind::Timeout {
                     e = e.with_detail(format!("the server timed out{unknown}"));
+                } else if reply.is_throttle() {
+                    e = e.with_detail(
+                        "the server kept throttling until the call's deadline (operation_deadline_secs)",
+                    );
                 }
                 e
             }
@@ -275,6 +316,9 @@ impl AttemptError {
                 .with_detail(format!("connection failed: {why}{unknown}")),
             AttemptError::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
                 "the server's reply does not match the request: {why}{unknown}"
+            )),
+            AttemptError::RateLimited(rate) => Error::new(ErrorKind::Busy, op).with_detail(format!(
+                "throttled: the store's request rate limit ({rate:.1}/s) left no slot before the call's deadline (operation_deadline_secs)"
             )),
             AttemptError::Other(why) => Error::new(ErrorKind::Backend, op).with_detail(why),
         };
@@ -456,7 +500,10 @@ mod tests {
         assert_eq!(kind(404, "NoSuchBucket"), ErrorKind::Config);
         assert_eq!(kind(404, ""), ErrorKind::Backend);
         assert_eq!(kind(416, "InvalidRange"), ErrorKind::InvalidRange);
-        assert_eq!(kind(503, "SlowDown"), ErrorKind::Unavailable);
+        assert_eq!(kind(503, "SlowDown"), ErrorKind::Busy, "throttling");
+        assert_eq!(kind(503, ""), ErrorKind::Busy, "a HEAD's 503 has no body");
+        assert_eq!(kind(503, "ServiceUnavailable"), ErrorKind::Unavailable);
+        assert_eq!(kind(400, "Throttling"), ErrorKind::Busy);
         assert_eq!(kind(501, "NotImplemented"), ErrorKind::Backend);
         assert_eq!(kind(429, ""), ErrorKind::Busy);
         assert_eq!(kind(408, ""), ErrorKind::Timeout);

@@ -6,7 +6,7 @@
 //! replies counted key by key), `sign` (SigV4 requests on the bucket's client), `reply`
 //! (status and bounded error bodies), `client` (the bucket handle and the private
 //! runtime that drives it for synchronous callers), `retry` (the retry policy and time
-//! limits), `error` (mapping replies and transport failures onto error kinds, keeping
+//! limits), `limiter` (the store's request rate, slowed by throttling), `error` (mapping replies and transport failures onto error kinds, keeping
 //! no raw body), `config`.
 //!
 //! Without the `s3` feature only [`S3Config`] is built, so a configuration that names
@@ -23,6 +23,8 @@ mod error;
 mod get;
 #[cfg(feature = "s3")]
 mod head;
+#[cfg(feature = "s3")]
+mod limiter;
 #[cfg(feature = "s3")]
 mod list;
 #[cfg(feature = "s3")]

@@ -5,6 +5,8 @@
 //! `Content-Length`) is a transport failure and is retried: its code may be the very
 //! thing that says "not found" or "retry". A huge error body is never read whole.
 
+use std::time::Duration;
+
 use reqwest::header::HeaderName;
 use reqwest::Response;
 
@@ -30,6 +32,7 @@ async fn failure(mut reply: Response) -> AttemptError {
         header(&reply, "x-amz-request-id").map(request_id),
         header(&reply, "x-amz-id-2").map(request_id),
     );
+    let retry_after = header(&reply, "retry-after").and_then(retry_after);
     let mut body = Vec::new();
     loop {
         match reply.chunk().await {
@@ -56,7 +59,25 @@ async fn failure(mut reply: Response) -> AttemptError {
     if let Some(id) = ids.1.filter(|id| !id.is_empty()) {
         failure.host_id = id;
     }
+    failure.retry_after = retry_after;
     AttemptError::Reply(failure)
+}
+
+/// The longest `Retry-After` taken as given; the call's deadline bounds it anyway.
+const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` value: delay-seconds, or an HTTP date (a date in the past is no
+/// wait). `None` when it is neither.
+pub(crate) fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(RETRY_AFTER_LIMIT))
 }
 
 /// Reads a 2xx reply's body whole; a body longer than `limit` is not a reply to this
@@ -100,6 +121,25 @@ pub(crate) fn root_element(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(retry_after("99999999"), Some(RETRY_AFTER_LIMIT));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let wait = retry_after(&later).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
+        assert_eq!(retry_after("-1"), None);
+    }
 
     #[test]
     fn root_element_names_the_document() {

@@ -21,6 +21,7 @@ use super::delete::{delete_object, delete_objects};
 use super::error::{AttemptError, Changes};
 use super::get::{get_object, Got, Want};
 use super::head::{head_object, Head};
+use super::limiter::{Limits, RateLimiter};
 use super::list::{list_page, Cursor, Page};
 use super::put::{put_object, Digests, Upload};
 use super::retry::RetryPolicy;
@@ -49,10 +50,12 @@ const BUCKET_UNCHECKABLE: u8 = 2;
 ///
 /// # Retries and time limits
 ///
-/// 500, 502, 503, 504, 408, 429, 400 `RequestTimeout`, connection failures, timeouts
-/// and replies that fail the checks below are retried, at most `max_retries` times per
+/// 500, 502, 503, 504, 408, 400 `RequestTimeout`, connection failures, timeouts and
+/// replies that fail the checks below are retried, at most `max_retries` times per
 /// request, with exponential backoff and jitter; 501, 403, 404, 416 and other 4xx never
-/// are. Each attempt is bounded by `request_timeout_secs`, and each call as a whole,
+/// are. Throttling (429, 503 `SlowDown`, `Retry-After`) is retried until the deadline,
+/// honouring `Retry-After`, and slows the whole store down through one rate limiter
+/// shared by its threads (the README's S3 section gives the schedule and the figures). Each attempt is bounded by `request_timeout_secs`, and each call as a whole,
 /// however many requests it makes (listing pages, delete batches, a bucket check), by
 /// `operation_deadline_secs`. A write or delete that fails with `Timeout` or a
 /// transport error may still take effect.
@@ -116,6 +119,8 @@ struct Inner {
     bucket: Arc<Bucket>,
     key_prefix: String,
     policy: RetryPolicy,
+    /// Every request of the store takes a slot here first.
+    limiter: RateLimiter,
     /// The digests every write sends.
     digests: Digests,
     /// Cleared by `batch_delete = false`, or once the server said it does not
@@ -153,6 +158,11 @@ impl S3Backend {
                 attempt_timeout: Duration::from_secs(config.request_timeout_secs),
                 deadline: Duration::from_secs(config.operation_deadline_secs),
             },
+            limiter: RateLimiter::new(Limits {
+                max_per_second: (config.max_requests_per_second > 0)
+                    .then_some(f64::from(config.max_requests_per_second)),
+                adaptive: config.adaptive_rate,
+            }),
             key_prefix: config.key_prefix,
             digests: if config.content_md5 {
                 Digests::WithMd5
@@ -239,6 +249,7 @@ impl Inner {
         self.policy
             .run(
                 deadline,
+                &self.limiter,
                 || {
                     number += 1;
                     self.counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -747,6 +758,11 @@ impl Backend for S3Backend {
             ("attempts", c.attempts.load(Ordering::Relaxed)),
             ("retries", c.retries.load(Ordering::Relaxed)),
             ("throttled", c.throttled.load(Ordering::Relaxed)),
+            // The store's request rate limit now, rounded up; 0 while there is none.
+            (
+                "rate_limit",
+                self.inner.limiter.current().map_or(0, |r| r.ceil() as u64),
+            ),
         ]
     }
 

@@ -75,6 +75,31 @@ struct Shared {
     stop: AtomicBool,
     /// Open client connections, to cut them all when the server "goes away".
     clients: Mutex<Vec<(usize, TcpStream)>>,
+    /// When set, requests above this rate are answered 503 SlowDown.
+    rate: Mutex<Option<TokenBucket>>,
+}
+
+/// A request rate with a burst of a tenth of a second's worth.
+struct TokenBucket {
+    per_second: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let burst = (self.per_second / 10.0).max(1.0);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second)
+            .min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The proxy; stops when dropped.
@@ -105,6 +130,7 @@ impl Proxy {
             down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             clients: Mutex::new(Vec::new()),
+            rate: Mutex::new(None),
         });
         let s = shared.clone();
         thread::spawn(move || accept_loop(listener, addr, s));
@@ -179,6 +205,17 @@ impl Proxy {
             "HTTP/1.1 {status} Huge\r\nContent-Type: application/xml\r\nContent-Length: {size}\r\n\r\n"
         );
         self.can(method, None, head.into_bytes(), size, true);
+    }
+
+    /// Answers requests beyond `per_second` (with a burst of a tenth of a second's
+    /// worth) with 503 SlowDown on a connection kept open, as a throttling server
+    /// does; `None` lifts the limit.
+    pub fn limit_rate(&self, per_second: Option<f64>) {
+        *self.shared.rate.lock().unwrap() = per_second.map(|per_second| TokenBucket {
+            per_second,
+            tokens: (per_second / 10.0).max(1.0),
+            last: std::time::Instant::now(),
+        });
     }
 
     /// Holds every forwarded response back for `delay` (`None`: no more).
@@ -359,6 +396,34 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             let mut sink = [0u8; 4096];
             while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
             return;
+        }
+        let over_rate = shared
+            .rate
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|bucket| !bucket.take());
+        if over_rate {
+            record(
+                shared,
+                &request,
+                &method,
+                &target,
+                Some("rate 503 SlowDown"),
+            );
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message><RequestId>proxy-rate</RequestId></Error>";
+            let body = if method == "HEAD" { "" } else { body };
+            let head = format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if client.write_all(head.as_bytes()).is_err()
+                || client.write_all(body.as_bytes()).is_err()
+            {
+                return;
+            }
+            continue;
         }
         let canned = {
             let mut plan = shared.plan.lock().unwrap();
