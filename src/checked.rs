@@ -183,13 +183,15 @@ impl<B: Backend> BlockStore for Checked<B> {
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
-        let inner = self.observe(Op::List, prefix, nothing, || {
+        self.instruments.scan(prefix, || {
             let _pass = self.gate.enter(Op::List)?;
             check_prefix(Op::List, prefix)?;
             check_start_after(start_after)?;
-            self.backend.scan(prefix, start_after, Fields::KeysAndSizes)
-        })?;
-        Ok(GatedScan::boxed(&self.gate, inner))
+            let inner = self
+                .backend
+                .scan(prefix, start_after, Fields::KeysAndSizes)?;
+            Ok(GatedScan::boxed(&self.gate, inner))
+        })
     }
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
@@ -231,11 +233,13 @@ impl<B: Backend> BlockStore for Checked<B> {
     }
 
     fn close(&self) -> Result<()> {
-        if self.gate.close() && !self.gate.forked() {
-            self.backend.shut_down()
-        } else {
-            Ok(())
-        }
+        self.observe(Op::Close, "", nothing, || {
+            if self.gate.close() && !self.gate.forked() {
+                self.backend.shut_down()
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::op::Op;
+use crate::store::{BlockRef, Blocks};
 
 /// How many recent errors a store remembers for its report.
 const RECENT: usize = 8;
@@ -230,11 +231,16 @@ pub(crate) struct Instruments {
     always_timed: bool,
 }
 
-/// One call in progress; [`Call::finish`] records how it ended.
+/// One call in progress; [`Call::finish`] records how it ended. A call dropped
+/// unfinished (its backend panicked) is recorded as a `Backend` error, so nothing stays
+/// in flight.
 pub(crate) struct Call<'a> {
     instruments: &'a Instruments,
     op: Op,
     started: Option<Instant>,
+    /// The key, kept only when slow calls are reported (their warning names it).
+    key: Option<Box<str>>,
+    finished: bool,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -293,14 +299,14 @@ impl Instruments {
         let listened = !span.is_disabled();
         #[cfg(not(feature = "tracing"))]
         let listened = false;
-        let timed = self.always_timed
-            || listened
-            || cfg!(feature = "metrics")
-            || self.slow_ns.load(Ordering::Relaxed) > 0;
+        let slow = self.slow_ns.load(Ordering::Relaxed) > 0;
+        let timed = self.always_timed || listened || cfg!(feature = "metrics") || slow;
         Call {
             instruments: self,
             op,
             started: timed.then(Instant::now),
+            key: slow.then(|| key.into()),
+            finished: false,
             #[cfg(feature = "tracing")]
             span,
         }
@@ -348,7 +354,22 @@ impl Call<'_> {
     }
 
     /// Records how the call ended: `bytes` moved, and the outcome.
-    pub(crate) fn finish<T>(self, result: &Result<T>, bytes: u64) {
+    pub(crate) fn finish<T>(mut self, result: &Result<T>, bytes: u64) {
+        self.record(result.as_ref().err(), bytes);
+        self.finished = true;
+    }
+
+    /// Records that the call failed with `e`.
+    pub(crate) fn fail(mut self, e: &Error) {
+        self.record(Some(e), 0);
+        self.finished = true;
+    }
+
+    fn record(&self, result: Option<&Error>, bytes: u64) {
+        let result = match result {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
         let inst = self.instruments;
         let m = &inst.ops[self.op.index()];
         m.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -403,6 +424,7 @@ impl Call<'_> {
                 (Some(t), _) if slow > 0 && t.as_nanos() as u64 > slow => tracing::warn!(
                     backend = inst.backend,
                     op = self.op.label(),
+                    key = self.key.as_deref().unwrap_or_default(),
                     elapsed_ms = t.as_millis() as u64,
                     outcome,
                     "slow call"
@@ -413,6 +435,84 @@ impl Call<'_> {
         }
         #[cfg(not(feature = "tracing"))]
         let _ = elapsed;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let why = if std::thread::panicking() {
+                "the call panicked"
+            } else {
+                "the call ended without an outcome"
+            };
+            self.record(
+                Some(&Error::new(ErrorKind::Backend, self.op).with_detail(why)),
+                0,
+            );
+        }
+    }
+}
+
+impl Instruments {
+    /// A streaming listing as one call, from opening it to its last block: the call's
+    /// span is entered for every step, a failure at any step is the call's outcome, and
+    /// a scan dropped early ends as a success.
+    pub(crate) fn scan<'a>(
+        &'a self,
+        prefix: &str,
+        open: impl FnOnce() -> Result<Blocks<'a>>,
+    ) -> Result<Blocks<'a>> {
+        let call = self.call(Op::List, prefix);
+        match call.enter(open) {
+            Ok(inner) => Ok(Box::new(ObservedScan {
+                inner,
+                call: Some(call),
+            })),
+            Err(e) => {
+                call.fail(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A scan whose steps belong to one call (see [`Instruments::scan`]).
+struct ObservedScan<'a> {
+    inner: Blocks<'a>,
+    /// Until the scan ends.
+    call: Option<Call<'a>>,
+}
+
+impl Iterator for ObservedScan<'_> {
+    type Item = Result<BlockRef>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Some(call) = &self.call else {
+            return self.inner.next();
+        };
+        let item = call.enter(|| self.inner.next());
+        match &item {
+            Some(Ok(_)) => {}
+            None => self.end(None),
+            Some(Err(e)) => self.end(Some(e)),
+        }
+        item
+    }
+}
+
+impl ObservedScan<'_> {
+    fn end(&mut self, failure: Option<&Error>) {
+        if let Some(mut call) = self.call.take() {
+            call.record(failure, 0);
+            call.finished = true;
+        }
+    }
+}
+
+impl Drop for ObservedScan<'_> {
+    fn drop(&mut self) {
+        self.end(None);
     }
 }
 

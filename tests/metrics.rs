@@ -111,6 +111,15 @@ fn every_backend_and_the_pool_count_exactly() {
         get(&m, "blockstore_calls_total{backend=pool,op=write}"),
         3.0
     );
+    assert_eq!(
+        get(&m, "blockstore_bytes_written_total{backend=pool,op=write}"),
+        30.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        get(&m, "blockstore_bytes_read_total{backend=pool,op=read}"),
+        10.0
+    );
     pool.close().unwrap();
 
     #[cfg(feature = "s3")]

@@ -227,3 +227,28 @@ fn the_configuration_sets_the_slow_call_threshold() {
     assert_eq!(slow[0].1["op"], "delete_prefix");
     assert_eq!(slow[0].1["backend"], "memory");
 }
+
+#[test]
+fn a_scan_is_one_span_and_close_is_one_too() {
+    let store = MemoryStore::new();
+    for i in 0..3 {
+        store.write_block(&format!("s/{i}"), b"x").unwrap();
+    }
+    let (spans, _) = traced(|| {
+        assert_eq!(store.scan("s/", None).unwrap().count(), 3);
+        store.close().unwrap();
+    });
+    let of = |op: &str| -> Vec<&Seen> {
+        spans
+            .iter()
+            .filter(|s| s.name == "blockstore" && s.fields.get("op").is_some_and(|o| o == op))
+            .collect()
+    };
+    let lists = of("list");
+    assert_eq!(lists.len(), 1, "{spans:?}");
+    assert_eq!(field(lists[0], "key"), "s/");
+    assert_eq!(field(lists[0], "outcome"), "ok");
+    let closes = of("close");
+    assert_eq!(closes.len(), 1, "{spans:?}");
+    assert_eq!(field(closes[0], "outcome"), "ok");
+}

@@ -68,13 +68,14 @@ enum Command {
     Bench(bench::Args),
 }
 
-/// Logs on stderr: RUST_LOG if set, else by `-v`.
-fn init_logs(verbose: u8) {
+/// Logs on stderr: RUST_LOG if set, else by `-v` (`-q`: errors only).
+fn init_logs(verbose: u8, quiet: bool) {
     use tracing_subscriber::fmt::format::FmtSpan;
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "warn,blockstore=debug",
+    let default = match (verbose, quiet) {
+        (0, true) => "error",
+        (0, false) => "warn",
+        (1, _) => "warn,blockstore=debug",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -88,7 +89,7 @@ fn init_logs(verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.verbose);
+    init_logs(cli.verbose, cli.quiet);
     let out = common::Output {
         quiet: cli.quiet,
         json: cli.json,

@@ -506,6 +506,27 @@ fn bench_counts_retries_and_health_shows_recent_errors() {
     assert_eq!(json["throttled"], 3, "{json}");
     assert!(json["attempts"].as_u64().unwrap() > 3, "{json}");
 
+    // A retry is a warning on stderr, which `-q` silences.
+    for (quiet, expect_warning) in [(false, true), (true, false)] {
+        proxy.fail_next_method("PUT", 1, 503, "SlowDown");
+        let mut cmd = cli(&config);
+        if quiet {
+            cmd.arg("-q");
+        }
+        let out = cmd
+            .args(["put", "w/chunk-0/block-0"])
+            .write_stdin(b"x".to_vec())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("retrying"),
+            expect_warning,
+            "quiet {quiet}: {stderr}"
+        );
+    }
+
     // Every attempt of health's first request fails: health fails and says why.
     proxy.fail_next(4, 500, "InternalError");
     let out = cli(&config).args(["--json", "health"]).output().unwrap();

@@ -28,6 +28,19 @@ pub trait Job: Send + 'static {
 
     /// Runs the job against the store.
     fn run(self, store: &dyn BlockStore) -> Result<Self::Output>;
+
+    /// Bytes the job carries to the store (a write's block), for the pool's counters.
+    fn bytes_in(&self) -> u64 {
+        0
+    }
+
+    /// Bytes its result brings back (a read's block), for the pool's counters.
+    fn bytes_out(_output: &Self::Output) -> u64
+    where
+        Self: Sized,
+    {
+        0
+    }
 }
 
 /// Writes a block held in a shared buffer: a `Vec<u8>` moves in without a copy, and a
@@ -116,6 +129,9 @@ impl Job for Write {
     fn key(&self) -> Option<&str> {
         Some(&self.key)
     }
+    fn bytes_in(&self) -> u64 {
+        self.data.len() as u64
+    }
     fn run(self, store: &dyn BlockStore) -> Result<()> {
         store.write_block(&self.key, &self.data)
     }
@@ -128,6 +144,9 @@ impl Job for Read {
     }
     fn key(&self) -> Option<&str> {
         Some(&self.key)
+    }
+    fn bytes_out(output: &Vec<u8>) -> u64 {
+        output.len() as u64
     }
     fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
         store.read_block(&self.key)
@@ -142,6 +161,9 @@ impl Job for ReadRange {
     fn key(&self) -> Option<&str> {
         Some(&self.key)
     }
+    fn bytes_out(output: &Vec<u8>) -> u64 {
+        output.len() as u64
+    }
     fn run(self, store: &dyn BlockStore) -> Result<Vec<u8>> {
         store.read_block_range(&self.key, self.offset, self.length)
     }
@@ -154,6 +176,9 @@ impl Job for ReadInto {
     }
     fn key(&self) -> Option<&str> {
         Some(&self.key)
+    }
+    fn bytes_out(output: &(Vec<u8>, usize)) -> u64 {
+        output.1 as u64
     }
     fn run(mut self, store: &dyn BlockStore) -> Result<(Vec<u8>, usize)> {
         let n = store.read_block_range_into(&self.key, self.offset, &mut self.buf)?;
@@ -168,6 +193,9 @@ impl Job for ReadAt {
     }
     fn key(&self) -> Option<&str> {
         Some(&self.key)
+    }
+    fn bytes_out(output: &(Vec<u8>, usize)) -> u64 {
+        output.1 as u64
     }
     fn run(mut self, store: &dyn BlockStore) -> Result<(Vec<u8>, usize)> {
         let n = store.read_at(&self.key, self.offset, &mut self.buf)?;

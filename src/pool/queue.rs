@@ -249,6 +249,7 @@ pub(crate) fn run<J: Job>(
         metrics::gauge!("blockstore_pool_running").increment(1.0);
     }
     let call = counters.instruments.call(op, job.key().unwrap_or_default());
+    let bytes_in = job.bytes_in();
     let result = call.enter(|| {
         catch_unwind(AssertUnwindSafe(|| job.run(store))).unwrap_or_else(|payload| {
             Err(Error::new(ErrorKind::Backend, op).with_detail(format!(
@@ -257,7 +258,8 @@ pub(crate) fn run<J: Job>(
             )))
         })
     });
-    call.finish(&result, 0);
+    let moved = bytes_in + result.as_ref().map_or(0, J::bytes_out);
+    call.finish(&result, moved);
     #[cfg(feature = "metrics")]
     metrics::gauge!("blockstore_pool_running").decrement(1.0);
     result

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::op::Op;
 use crate::store::{BlockRef, BlockStore, Blocks, Report};
 
-use super::job::{call, Delete, Read, ReadAt, ReadRange, Size, Write};
+use super::job::{call, Delete, Read, ReadAt, ReadInto, ReadRange, Size, Write};
 use super::Pool;
 
 // A wrapper must not lean on a default body that would bypass the workers.
@@ -32,12 +32,11 @@ impl BlockStore for Pool {
     }
 
     fn read_block_range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let (key, len) = (key.to_owned(), buf.len());
-        let (data, n) = self.call(call(Op::ReadRange, move |s: &dyn BlockStore| {
-            let mut own = vec![0u8; len];
-            let n = s.read_block_range_into(&key, offset, &mut own)?;
-            Ok((own, n))
-        }))?;
+        let (data, n) = self.call(ReadInto {
+            key: key.to_owned(),
+            offset,
+            buf: vec![0u8; buf.len()],
+        })?;
         buf[..n].copy_from_slice(&data[..n]);
         Ok(n)
     }
@@ -72,6 +71,8 @@ impl BlockStore for Pool {
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
+        // Not a job: the scan runs on the caller's thread, and the store below counts
+        // and traces it.
         let _pass = self.gate.enter(Op::List)?;
         Ok(GatedScan::boxed(
             &self.gate,

@@ -523,6 +523,10 @@ impl Inner {
 struct AttemptSpan {
     #[cfg(feature = "tracing")]
     span: parking_lot::Mutex<Option<tracing::Span>>,
+    /// Whether the latest attempt recorded its status (one cut off by the attempt's
+    /// time limit could not).
+    #[cfg(feature = "tracing")]
+    status_recorded: AtomicBool,
 }
 
 impl AttemptSpan {
@@ -530,8 +534,8 @@ impl AttemptSpan {
     fn retrying(&self, failure: &AttemptError, wait: Duration) {
         #[cfg(feature = "tracing")]
         if let Some(span) = self.span.lock().take() {
-            if matches!(failure, AttemptError::TimedOut) {
-                span.record("status", "timeout");
+            if !self.status_recorded.load(Ordering::Relaxed) {
+                span.record("status", failure.cause());
             }
             span.record("next_delay_ms", wait.as_millis() as u64);
         }
@@ -560,7 +564,9 @@ async fn attempted<T>(
             next_delay_ms = tracing::field::Empty,
         );
         *latest.span.lock() = Some(span.clone());
+        latest.status_recorded.store(false, Ordering::Relaxed);
         let result = tracing::Instrument::instrument(attempt, span.clone()).await;
+        latest.status_recorded.store(true, Ordering::Relaxed);
         match &result {
             Ok(_) => span.record("status", "ok"),
             Err(AttemptError::Reply(r)) => {
