@@ -76,6 +76,13 @@ memstore device bytes = ${MEMSTORE_BYTES:-4294967296}
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw data = $dir/rgw
+# Server-side encryption on plain loopback HTTP, with the test KMS (keys for tests
+# only): SSE-C, and SSE-KMS with key id testkey-1.
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = testkey-1=YmxvY2tzdG9yZSB0ZXN0IGttcyBrZXkgb25lIDMyYiE= testkey-2=YmxvY2tzdG9yZSB0ZXN0IGttcyBrZXkgdHdvIDMyYiE=
+# Virtual-hosted addressing: BUCKET.localhost:PORT.
+rgw dns name = localhost
 CONF
   local c=(-c "$conf")
   # Several steps below are quiet on success; if one fails, say which and show the logs.

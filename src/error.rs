@@ -271,6 +271,44 @@ impl Error {
         self.kind
     }
 
+    /// The S3 server's request id (`x-amz-request-id`) of the reply this error came
+    /// from, if it came from one: what an S3 support case asks for. It is in the
+    /// message too.
+    pub fn request_id(&self) -> Option<&str> {
+        #[cfg(feature = "s3")]
+        return self
+            .s3_failure()
+            .map(|f| f.request_id.as_str())
+            .filter(|id| !id.is_empty());
+        #[cfg(not(feature = "s3"))]
+        None
+    }
+
+    /// AWS's extended request id (`x-amz-id-2`) of the reply, if it had one.
+    pub fn host_id(&self) -> Option<&str> {
+        #[cfg(feature = "s3")]
+        return self
+            .s3_failure()
+            .map(|f| f.host_id.as_str())
+            .filter(|id| !id.is_empty());
+        #[cfg(not(feature = "s3"))]
+        None
+    }
+
+    /// The S3 reply behind this error, if one is among its sources.
+    #[cfg(feature = "s3")]
+    fn s3_failure(&self) -> Option<&crate::s3::S3Failure> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> =
+            std::error::Error::source(self);
+        while let Some(s) = source {
+            if let Some(f) = s.downcast_ref::<crate::s3::S3Failure>() {
+                return Some(f);
+            }
+            source = s.source();
+        }
+        None
+    }
+
     /// Whether calling again may succeed: timeouts, busy pools, unreachable endpoints,
     /// and backend errors the backend marked as transient.
     pub fn is_retryable(&self) -> bool {

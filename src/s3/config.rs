@@ -73,6 +73,54 @@ pub struct S3Config {
     /// or GCS's 400 `NotImplemented`).
     #[serde(default = "yes")]
     pub batch_delete: bool,
+    /// Server-side encryption of every write with keys the server manages: `"AES256"`
+    /// (SSE-S3) or `"aws:kms"` (SSE-KMS, with `sse_kms_key_id`). Unset: the bucket's
+    /// default.
+    #[serde(default)]
+    pub sse: Option<Sse>,
+    /// The KMS key for `sse = "aws:kms"`; empty: the account's default key.
+    #[serde(default)]
+    pub sse_kms_key_id: String,
+    /// SSE-C: a 256-bit key of the caller's, base64, sent with every write, read and
+    /// size (never with listings or deletes). The server keeps only its MD5: a block is
+    /// unreadable without the key. Never shown by `Debug`, errors or logs.
+    #[serde(default)]
+    pub sse_customer_key: String,
+    /// The storage class of every write (`STANDARD_IA`, `INTELLIGENT_TIERING`, a
+    /// server's own class, …); empty: the bucket's default. Archive classes whose
+    /// objects cannot be read at once (`GLACIER`, `DEEP_ARCHIVE`) are refused.
+    #[serde(default)]
+    pub storage_class: String,
+    /// A PEM file of CA certificates to trust besides the built-in roots, for an
+    /// endpoint behind a private CA; empty: `AWS_CA_BUNDLE` if set.
+    #[serde(default)]
+    pub ca_file: String,
+    /// Sign writes with `UNSIGNED-PAYLOAD` instead of the block's SHA-256, saving a
+    /// pass over every block; only over `https`, whose TLS then protects the body on the
+    /// way (and `content_md5` can add a digest the server checks). Default `false`.
+    #[serde(default)]
+    pub unsigned_payload: bool,
+}
+
+/// Server-side encryption with keys the server manages.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Sse {
+    /// `"AES256"`: SSE-S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// `"aws:kms"`: SSE-KMS.
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+impl Sse {
+    /// The value of `x-amz-server-side-encryption`.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Sse::Aes256 => "AES256",
+            Sse::AwsKms => "aws:kms",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -114,6 +162,12 @@ impl S3Config {
             operation_deadline_secs: default_operation_deadline(),
             content_md5: false,
             batch_delete: true,
+            sse: None,
+            sse_kms_key_id: String::new(),
+            sse_customer_key: String::new(),
+            storage_class: String::new(),
+            ca_file: String::new(),
+            unsigned_payload: false,
         }
     }
 
@@ -144,8 +198,67 @@ impl S3Config {
         if self.operation_deadline_secs == 0 {
             return bad("operation_deadline_secs", "must be at least 1".into());
         }
+        if !self.sse_kms_key_id.is_empty() && self.sse != Some(Sse::AwsKms) {
+            return bad("sse_kms_key_id", "needs sse = \"aws:kms\"".into());
+        }
+        if !self.sse_customer_key.is_empty() {
+            if self.sse.is_some() {
+                return bad(
+                    "sse_customer_key",
+                    "SSE-C and sse cannot both be set: choose one kind of encryption".into(),
+                );
+            }
+            #[cfg(feature = "s3")]
+            if let Err(why) = customer_key_bytes(&self.sse_customer_key) {
+                return bad("sse_customer_key", why);
+            }
+        }
+        if !self.storage_class.is_empty() {
+            let class = self.storage_class.as_str();
+            if !class
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                || class.len() > 64
+            {
+                return bad(
+                    "storage_class",
+                    format!("{class:?} is not a storage class: upper-case letters, digits and '_' (e.g. STANDARD_IA)"),
+                );
+            }
+            if matches!(class, "GLACIER" | "DEEP_ARCHIVE") {
+                return bad(
+                    "storage_class",
+                    format!("objects in {class} must be restored before they can be read; a block store needs them readable at once (GLACIER_IR is)"),
+                );
+            }
+        }
+        if self.unsigned_payload
+            && !self.endpoint.is_empty()
+            && self.endpoint.starts_with("http://")
+        {
+            return bad(
+                "unsigned_payload",
+                "needs an https endpoint: over plain http nothing would protect the body on the way".into(),
+            );
+        }
         Ok(())
     }
+}
+
+/// The 32 bytes of a base64 SSE-C key, or why it is not one.
+#[cfg(feature = "s3")]
+pub(crate) fn customer_key_bytes(key: &str) -> std::result::Result<Vec<u8>, String> {
+    use base64::prelude::{Engine, BASE64_STANDARD};
+    let bytes = BASE64_STANDARD
+        .decode(key.trim())
+        .map_err(|_| "is not base64".to_owned())?;
+    if bytes.len() != 32 {
+        return Err(format!(
+            "is {} bytes once decoded; SSE-C keys are 32 bytes (256 bits)",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
 }
 
 impl fmt::Debug for S3Config {
@@ -167,6 +280,12 @@ impl fmt::Debug for S3Config {
             .field("operation_deadline_secs", &self.operation_deadline_secs)
             .field("content_md5", &self.content_md5)
             .field("batch_delete", &self.batch_delete)
+            .field("sse", &self.sse)
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
+            .field("sse_customer_key", &redact(&self.sse_customer_key))
+            .field("storage_class", &self.storage_class)
+            .field("ca_file", &self.ca_file)
+            .field("unsigned_payload", &self.unsigned_payload)
             .finish()
     }
 }

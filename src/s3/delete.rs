@@ -13,10 +13,10 @@ use bytes::Bytes;
 use md5::Md5;
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::Method;
-use s3::Bucket;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::client::Target;
 use super::error::{AttemptError, S3Failure};
 use super::reply::{body, root_element, success};
 use super::sign::{bucket_url, header, object_url, signed, EMPTY_SHA256};
@@ -25,9 +25,9 @@ use super::sign::{bucket_url, header, object_url, signed, EMPTY_SHA256};
 const REPLY_BYTES: usize = 8 << 20;
 
 /// One DeleteObject attempt.
-pub(crate) async fn delete_object(bucket: &Bucket, object_key: &str) -> Result<(), AttemptError> {
-    let url = object_url(bucket, object_key)?;
-    let request = signed(bucket, Method::DELETE, url, EMPTY_SHA256, HeaderMap::new()).await?;
+pub(crate) async fn delete_object(target: &Target, object_key: &str) -> Result<(), AttemptError> {
+    let url = object_url(&target.bucket, object_key)?;
+    let request = signed(target, Method::DELETE, url, EMPTY_SHA256, HeaderMap::new()).await?;
     success(request.send().await?).await?;
     Ok(())
 }
@@ -84,7 +84,7 @@ fn request_body(keys: &[String]) -> String {
 
 /// One DeleteObjects attempt for `keys` (full object keys, at most 1,000).
 pub(crate) async fn delete_objects(
-    bucket: &Bucket,
+    target: &Target,
     keys: &[String],
 ) -> Result<Outcome, AttemptError> {
     let xml = Bytes::from(request_body(keys));
@@ -97,8 +97,8 @@ pub(crate) async fn delete_objects(
         header(&BASE64_STANDARD.encode(Md5::digest(&xml)))?,
     );
     let sha = hex::encode(Sha256::digest(&xml));
-    let url = bucket_url(bucket, &[("delete", "")])?;
-    let request = signed(bucket, Method::POST, url, &sha, headers).await?;
+    let url = bucket_url(&target.bucket, &[("delete", "")])?;
+    let request = signed(target, Method::POST, url, &sha, headers).await?;
     let reply = success(request.body(xml).send().await?).await?;
     let bytes = body(reply, REPLY_BYTES).await?;
     read_outcome(keys, &bytes)

@@ -162,6 +162,13 @@ pub(crate) enum Changes {
     Possible,
 }
 
+/// Where a store's requests go, as errors name it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Place {
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
+}
+
 /// What one failed attempt was, before it becomes an [`Error`].
 #[derive(Debug)]
 pub(crate) enum AttemptError {
@@ -177,6 +184,8 @@ pub(crate) enum AttemptError {
     /// page that does not advance, a delete reply that confirms nothing): never used
     /// as data or as success, and retried.
     Invalid(String),
+    /// The endpoint's TLS certificate was refused: not retried.
+    Tls(String),
     /// The store's own rate limit (after throttling, or `max_requests_per_second`)
     /// left no slot before the call's deadline: the request was never sent.
     RateLimited(f64),
@@ -214,7 +223,12 @@ impl AttemptError {
                 if e.is_timeout() {
                     AttemptError::TimedOut
                 } else if e.is_connect() {
-                    AttemptError::Connect(chain(&e))
+                    let why = chain(&e);
+                    if why.contains("certificate") {
+                        AttemptError::Tls(why)
+                    } else {
+                        AttemptError::Connect(why)
+                    }
                 } else if e.is_builder() {
                     AttemptError::Other(chain(&e))
                 } else {
@@ -234,7 +248,7 @@ impl AttemptError {
             AttemptError::Reply(r) => r.is_retryable(),
             AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
             AttemptError::Invalid(_) => true,
-            AttemptError::RateLimited(_) | AttemptError::Other(_) => false,
+            AttemptError::Tls(_) | AttemptError::RateLimited(_) | AttemptError::Other(_) => false,
         }
     }
 
@@ -266,6 +280,7 @@ impl AttemptError {
                 _ => "http_other",
             },
             AttemptError::Connect(_) => "connect",
+            AttemptError::Tls(_) => "tls",
             AttemptError::TimedOut => "timeout",
             AttemptError::Transport(_) => "transport",
             AttemptError::Invalid(_) => "invalid_reply",
@@ -283,7 +298,14 @@ impl AttemptError {
     }
 
     /// The error a caller sees for operation `op` on `key`.
+    #[cfg(test)]
     pub(crate) fn into_error(self, op: Op, key: &str, changes: Changes) -> Error {
+        self.into_error_at(op, key, changes, &Place::default())
+    }
+
+    /// The error a caller sees for operation `op` on `key` of the store at `place`,
+    /// which errors about the endpoint or the bucket name.
+    pub(crate) fn into_error_at(self, op: Op, key: &str, changes: Changes, place: &Place) -> Error {
         // Waiting longer than the deadline may well succeed.
         let retryable = self.is_retryable() || matches!(self, AttemptError::RateLimited(_));
         let unknown = if changes == Changes::Possible {
@@ -296,7 +318,10 @@ impl AttemptError {
                 let kind = reply.kind();
                 let mut e = Error::new(kind, op).with_source(reply.clone());
                 if kind == ErrorKind::Config && reply.code == "NoSuchBucket" {
-                    e = e.with_detail("the bucket does not exist");
+                    e = e.with_detail(format!(
+                        "bucket {:?} does not exist at {}",
+                        place.bucket, place.endpoint
+                    ));
                 } else if kind == ErrorKind::PermissionDenied {
                     e = e.with_detail("access denied: check the credentials and the bucket policy");
                 } else if kind == ErrorKind::Timeout {
@@ -309,7 +334,11 @@ impl AttemptError {
                 e
             }
             AttemptError::Connect(why) => Error::new(ErrorKind::Unavailable, op)
-                .with_detail(format!("cannot reach the endpoint: {why}")),
+                .with_detail(format!("cannot reach the endpoint {}: {why}", place.endpoint)),
+            AttemptError::Tls(why) => Error::new(ErrorKind::Config, op).with_detail(format!(
+                "the TLS certificate of {} is not trusted ({why}); for an endpoint behind a private CA, set block_store.s3.ca_file (or AWS_CA_BUNDLE) to the CA's PEM file",
+                place.endpoint
+            )),
             AttemptError::TimedOut => Error::new(ErrorKind::Timeout, op)
                 .with_detail(format!("no answer in time{unknown}")),
             AttemptError::Transport(why) => Error::new(ErrorKind::Backend, op)
@@ -416,11 +445,11 @@ mod tests {
             .into_error(Op::Write, "k", changes)
             .to_string()
         };
-        assert!(reply(404, "NoSuchBucket", Changes::None).contains("the bucket does not exist"));
-        assert!(!reply(404, "NoSuchKey", Changes::None).contains("the bucket does not exist"));
+        assert!(reply(404, "NoSuchBucket", Changes::None).contains("does not exist at"));
+        assert!(!reply(404, "NoSuchKey", Changes::None).contains("does not exist at"));
         // Only the 404 that maps to Config says so; the same code elsewhere is a
         // server failure reported as it came.
-        assert!(!reply(400, "NoSuchBucket", Changes::None).contains("the bucket does not exist"));
+        assert!(!reply(400, "NoSuchBucket", Changes::None).contains("does not exist at"));
         assert!(reply(403, "AccessDenied", Changes::None).contains("check the credentials"));
         assert!(!reply(500, "InternalError", Changes::None).contains("check the credentials"));
         let timeout = reply(400, "RequestTimeout", Changes::Possible);

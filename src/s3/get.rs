@@ -22,8 +22,8 @@
 use reqwest::header::{HeaderMap, HeaderValue, RANGE};
 use reqwest::Method;
 use reqwest::Response;
-use s3::Bucket;
 
+use super::client::Target;
 use super::error::AttemptError;
 use super::reply::{header, success};
 use super::sign::{header as header_value, object_url, signed, EMPTY_SHA256};
@@ -63,7 +63,7 @@ fn content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
 /// One GetObject attempt, checked. Objects larger than `limit` are not downloaded
 /// whole: reading stops after `limit + 1` bytes.
 pub(crate) async fn get_object(
-    bucket: &Bucket,
+    target: &Target,
     object_key: &str,
     want: Want,
     limit: usize,
@@ -80,8 +80,9 @@ pub(crate) async fn get_object(
         reqwest::header::ACCEPT,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let url = object_url(bucket, object_key)?;
-    let request = signed(bucket, Method::GET, url, EMPTY_SHA256, headers).await?;
+    headers.extend(target.customer_key.clone());
+    let url = object_url(&target.bucket, object_key)?;
+    let request = signed(target, Method::GET, url, EMPTY_SHA256, headers).await?;
     let reply = success(request.send().await?).await?;
     let status = reply.status().as_u16();
     let range = header(&reply, "content-range").map(str::to_owned);

@@ -1,9 +1,8 @@
 //! HeadObject: a block's size without its bytes.
 
-use reqwest::header::HeaderMap;
 use reqwest::Method;
-use s3::Bucket;
 
+use super::client::Target;
 use super::error::AttemptError;
 use super::reply::{header, success};
 use super::sign::{object_url, signed, EMPTY_SHA256};
@@ -16,9 +15,16 @@ pub(crate) struct Head {
 
 /// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size
 /// and is not taken as an answer.
-pub(crate) async fn head_object(bucket: &Bucket, object_key: &str) -> Result<Head, AttemptError> {
-    let url = object_url(bucket, object_key)?;
-    let request = signed(bucket, Method::HEAD, url, EMPTY_SHA256, HeaderMap::new()).await?;
+pub(crate) async fn head_object(target: &Target, object_key: &str) -> Result<Head, AttemptError> {
+    let url = object_url(&target.bucket, object_key)?;
+    let request = signed(
+        target,
+        Method::HEAD,
+        url,
+        EMPTY_SHA256,
+        target.customer_key.clone(),
+    )
+    .await?;
     let reply = success(request.send().await?).await?;
     let size = header(&reply, "content-length")
         .and_then(|v| v.parse().ok())

@@ -15,9 +15,9 @@
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
-use s3::Bucket;
 use serde::Deserialize;
 
+use super::client::Target;
 use super::error::AttemptError;
 use super::reply::{body, root_element, success};
 use super::sign::{bucket_url, signed, EMPTY_SHA256};
@@ -68,7 +68,7 @@ struct Object {
 
 /// One ListObjectsV2 attempt for the page after `cursor`, checked.
 pub(crate) async fn list_page(
-    bucket: &Bucket,
+    target: &Target,
     cursor: &Cursor,
     max_keys: usize,
 ) -> Result<Page, AttemptError> {
@@ -80,8 +80,8 @@ pub(crate) async fn list_page(
         (None, None) => {}
     }
     query.push(("max-keys", &max));
-    let url = bucket_url(bucket, &query)?;
-    let request = signed(bucket, Method::GET, url, EMPTY_SHA256, HeaderMap::new()).await?;
+    let url = bucket_url(&target.bucket, &query)?;
+    let request = signed(target, Method::GET, url, EMPTY_SHA256, HeaderMap::new()).await?;
     let reply = success(request.send().await?).await?;
     let bytes = body(reply, PAGE_BYTES).await?;
     check_page(cursor, &bytes)

@@ -38,7 +38,7 @@ mod sign;
 #[cfg(feature = "s3")]
 mod store;
 
-pub use config::S3Config;
+pub use config::{S3Config, Sse};
 #[cfg(feature = "s3")]
 pub use error::S3Failure;
 #[cfg(feature = "s3")]

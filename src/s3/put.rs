@@ -18,12 +18,12 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::Method;
-use s3::Bucket;
 use sha2::{Digest, Sha256};
 
+use super::client::Target;
 use super::error::AttemptError;
 use super::reply::success;
-use super::sign::{header, object_url, signed};
+use super::sign::{header, object_url, signed, UNSIGNED_PAYLOAD};
 
 /// Which digests a write sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +46,18 @@ pub(crate) struct Upload {
 
 impl Upload {
     /// Copies the block once (the request must own it) and hashes it once, or twice
-    /// with [`Digests::WithMd5`].
-    pub(crate) fn new(data: &[u8], digests: Digests) -> Upload {
+    /// with [`Digests::WithMd5`]; `unsigned` signs `UNSIGNED-PAYLOAD` instead of the
+    /// SHA-256 (no pass at all without MD5).
+    pub(crate) fn new(data: &[u8], digests: Digests, unsigned: bool) -> Upload {
         let md5 =
             (digests == Digests::WithMd5).then(|| BASE64_STANDARD.encode(md5::Md5::digest(data)));
         Upload {
             body: Bytes::copy_from_slice(data),
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256: if unsigned {
+                UNSIGNED_PAYLOAD.to_owned()
+            } else {
+                hex::encode(Sha256::digest(data))
+            },
             md5,
         }
     }
@@ -60,7 +65,7 @@ impl Upload {
 
 /// One PutObject attempt.
 pub(crate) async fn put_object(
-    bucket: &Bucket,
+    target: &Target,
     object_key: &str,
     upload: &Upload,
 ) -> Result<(), AttemptError> {
@@ -73,8 +78,11 @@ pub(crate) async fn put_object(
     if let Some(md5) = &upload.md5 {
         headers.insert(HeaderName::from_static("content-md5"), header(md5)?);
     }
-    let url = object_url(bucket, object_key)?;
-    let request = signed(bucket, Method::PUT, url, &upload.sha256, headers).await?;
+    // Encryption and storage class, and the SSE-C key: signed like every header.
+    headers.extend(target.write_headers.clone());
+    headers.extend(target.customer_key.clone());
+    let url = object_url(&target.bucket, object_key)?;
+    let request = signed(target, Method::PUT, url, &upload.sha256, headers).await?;
     success(request.body(upload.body.clone()).send().await?).await?;
     Ok(())
 }
@@ -85,18 +93,20 @@ mod tests {
 
     #[test]
     fn payload_hash_is_hex_sha256_of_the_block() {
-        let upload = Upload::new(b"", Digests::Sha256);
+        let upload = Upload::new(b"", Digests::Sha256, false);
         assert_eq!(
             upload.sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(upload.md5, None);
-        let upload = Upload::new(b"abc", Digests::WithMd5);
+        let upload = Upload::new(b"abc", Digests::WithMd5, false);
         assert_eq!(
             upload.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(upload.md5.as_deref(), Some("kAFQmDzST7DWlj99KOF/cg=="));
         assert_eq!(&upload.body[..], b"abc");
+        let upload = Upload::new(b"abc", Digests::Sha256, true);
+        assert_eq!(upload.sha256, "UNSIGNED-PAYLOAD");
     }
 }

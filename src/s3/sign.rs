@@ -1,5 +1,5 @@
 //! Requests signed with SigV4 through rust-s3's own signing helpers, sent on the
-//! bucket's reqwest client (its connection pool and time limit). Every request the store
+//! store's reqwest client (its connection pool, trusted roots and time limit). Every request the store
 //! makes goes through here, so each reply reaches the store's own checks whole.
 
 use hmac::Mac;
@@ -10,6 +10,11 @@ use s3::signing;
 use s3::Bucket;
 use time::OffsetDateTime;
 use url::Url;
+
+use super::client::Target;
+
+/// The payload hash of a write that is not hashed (`unsigned_payload`).
+pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The SHA-256 of an empty payload, for requests without a body.
 pub(crate) const EMPTY_SHA256: &str =
@@ -40,6 +45,58 @@ pub(crate) fn bucket_url(bucket: &Bucket, query: &[(&str, &str)]) -> Result<Url,
     Ok(url)
 }
 
+/// The header names in a canonical request: lower case, sorted, each once.
+fn header_names(headers: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .keys()
+        .map(|k| k.as_str().to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `host;range;x-amz-date`: the signed header list.
+fn signed_headers(headers: &HeaderMap) -> String {
+    header_names(headers).join(";")
+}
+
+/// SigV4's canonical request. Ours rather than rust-s3's, which sorts the
+/// `name:value` lines as whole strings: when one header's name is the start of
+/// another's (`…-customer-key` and `…-customer-key-md5`, `x-amz-server-side-encryption`
+/// and `…-aws-kms-key-id`), its order differs from the signed header list's, and a
+/// server that checks signatures (AWS, Ceph RGW) refuses the request. Lines are sorted
+/// by name; values are trimmed, inner runs of spaces made one, repeated names joined
+/// with commas.
+fn canonical_request(
+    method: &str,
+    url: &Url,
+    headers: &HeaderMap,
+    payload_sha256: &str,
+) -> Result<String, S3Error> {
+    let mut lines = Vec::new();
+    for name in header_names(headers) {
+        let mut values = Vec::new();
+        for value in headers.get_all(name.as_str()) {
+            values.push(
+                value
+                    .to_str()?
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+        lines.push(format!("{name}:{}", values.join(",")));
+    }
+    Ok(format!(
+        "{method}\n{uri}\n{query}\n{headers}\n\n{signed}\n{payload_sha256}",
+        uri = signing::canonical_uri_string(url),
+        query = signing::canonical_query_string(url),
+        headers = lines.join("\n"),
+        signed = signed_headers(headers),
+    ))
+}
+
 /// `20261124T061900Z`, SigV4's timestamp.
 fn long_date(now: &OffsetDateTime) -> Result<String, S3Error> {
     let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -49,12 +106,13 @@ fn long_date(now: &OffsetDateTime) -> Result<String, S3Error> {
 /// A request for `url` with `headers` added, signed over them and over the hex
 /// `payload_sha256`; anonymous credentials leave it unsigned.
 pub(crate) async fn signed(
-    bucket: &Bucket,
+    target: &Target,
     method: Method,
     url: Url,
     payload_sha256: &str,
     mut headers: HeaderMap,
 ) -> Result<RequestBuilder, S3Error> {
+    let bucket = &target.bucket;
     let now = OffsetDateTime::now_utc();
     let region = bucket.region();
     let host = bucket.host();
@@ -79,8 +137,7 @@ pub(crate) async fn signed(
         );
     }
     if let (Some(access), Some(secret)) = (bucket.access_key().await?, bucket.secret_key().await?) {
-        let canonical =
-            signing::canonical_request(method.as_str(), &url, &headers, payload_sha256)?;
+        let canonical = canonical_request(method.as_str(), &url, &headers, payload_sha256)?;
         let to_sign = signing::string_to_sign(&now, &region, &canonical)?;
         let key = signing::signing_key(&now, &secret, &region, "s3")?;
         let mut mac = signing::HmacSha256::new_from_slice(&key)?;
@@ -90,12 +147,12 @@ pub(crate) async fn signed(
             &access,
             &now,
             &region,
-            &signing::signed_header_string(&headers),
+            &signed_headers(&headers),
             &signature,
         )?;
         headers.insert(AUTHORIZATION, header(&authorization)?);
     }
-    let mut request = bucket.http_client().request(method, url).headers(headers);
+    let mut request = target.http.request(method, url).headers(headers);
     if let Some(timeout) = bucket.request_timeout() {
         request = request.timeout(timeout);
     }
@@ -110,6 +167,55 @@ mod tests {
     fn timestamp_is_sigv4s_long_date() {
         let t = OffsetDateTime::from_unix_timestamp(1_795_501_140).unwrap();
         assert_eq!(long_date(&t).unwrap(), "20261124T061900Z");
+    }
+
+    /// AWS's example of a signed GET with a range (the S3 SigV4 documentation's
+    /// "GET Object" example): the canonical request, line by line.
+    #[test]
+    fn canonical_request_of_the_aws_example() {
+        let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, header("examplebucket.s3.amazonaws.com").unwrap());
+        headers.insert("range", header("bytes=0-9").unwrap());
+        headers.insert("x-amz-content-sha256", header(EMPTY_SHA256).unwrap());
+        headers.insert("x-amz-date", header("20130524T000000Z").unwrap());
+        let expected = "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\n\
+             x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+             x-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            canonical_request("GET", &url, &headers, EMPTY_SHA256).unwrap(),
+            expected
+        );
+    }
+
+    /// A header whose name starts another's comes first in both lists, as in the signed
+    /// header list (rust-s3's own canonical request put it second).
+    #[test]
+    fn canonical_headers_sort_by_name() {
+        let url = Url::parse("https://b.s3.amazonaws.com/k").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-amz-server-side-encryption-customer-key-md5",
+            header("bWQ1").unwrap(),
+        );
+        headers.insert(
+            "x-amz-server-side-encryption-customer-key",
+            header("a2V5").unwrap(),
+        );
+        headers.insert("x-amz-meta-spaced", header("  a   b  ").unwrap());
+        let canonical = canonical_request("PUT", &url, &headers, "UNSIGNED-PAYLOAD").unwrap();
+        let lines: Vec<&str> = canonical.lines().collect();
+        assert_eq!(lines[3], "x-amz-meta-spaced:a b");
+        assert_eq!(lines[4], "x-amz-server-side-encryption-customer-key:a2V5");
+        assert_eq!(
+            lines[5],
+            "x-amz-server-side-encryption-customer-key-md5:bWQ1"
+        );
+        assert_eq!(
+            lines[7],
+            "x-amz-meta-spaced;x-amz-server-side-encryption-customer-key;x-amz-server-side-encryption-customer-key-md5"
+        );
     }
 
     #[test]

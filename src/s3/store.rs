@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3::Bucket;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Fields};
@@ -15,10 +14,10 @@ use crate::key::{validate_key, MAX_KEY_LEN};
 use crate::op::Op;
 use crate::store::{offset_past_end, BlockRef, Blocks, DeleteTally, BLOCK_SIZE};
 
-use super::client::Client;
+use super::client::{Client, Target};
 use super::config::S3Config;
 use super::delete::{delete_object, delete_objects};
-use super::error::{AttemptError, Changes};
+use super::error::{AttemptError, Changes, Place};
 use super::get::{get_object, Got, Want};
 use super::head::{head_object, Head};
 use super::limiter::{Limits, RateLimiter};
@@ -116,7 +115,9 @@ pub struct S3Backend {
 
 /// What every request of the store needs, shared with the futures that make them.
 struct Inner {
-    bucket: Arc<Bucket>,
+    target: Arc<Target>,
+    /// The endpoint and bucket, as errors name them.
+    place: Place,
     key_prefix: String,
     policy: RetryPolicy,
     /// Every request of the store takes a slot here first.
@@ -133,7 +134,7 @@ struct Inner {
 impl fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Backend")
-            .field("bucket", &self.inner.bucket.name())
+            .field("bucket", &self.inner.target.bucket.name())
             .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
@@ -152,7 +153,11 @@ impl S3Backend {
         config.validate()?;
         let client = Client::new(&config)?;
         let inner = Inner {
-            bucket: client.bucket.clone(),
+            target: client.target.clone(),
+            place: Place {
+                endpoint: client.target.endpoint.clone(),
+                bucket: config.bucket.clone(),
+            },
             policy: RetryPolicy {
                 max_retries: config.max_retries,
                 attempt_timeout: Duration::from_secs(config.request_timeout_secs),
@@ -215,12 +220,12 @@ impl S3Backend {
         let key = key.to_owned();
         self.call(op, move |inner, deadline| async move {
             match inner
-                .retry(deadline, "HEAD", |bucket| head_object(bucket, &full))
+                .retry(deadline, "HEAD", |target| head_object(target, &full))
                 .await
             {
                 Ok(head) => Ok(head),
                 // A HEAD reply has no body: a missing bucket looks like a missing key.
-                Err(f) if f.status() == Some(404) => Err(inner.absent(op, &key, deadline).await),
+                Err(f) if f.status() == Some(404) => Err(inner.absent(op, &key, deadline, f).await),
                 Err(f) if f.status() == Some(403) => Err(inner.fail(f, op, &key, Changes::None).with_detail(
                     "AWS also answers 403 to a HEAD of a missing key when the credentials may not list the bucket",
                 )),
@@ -240,7 +245,7 @@ impl Inner {
         attempt: F,
     ) -> Result<T, AttemptError>
     where
-        F: Fn(&'a Bucket) -> Fut,
+        F: Fn(&'a Target) -> Fut,
         Fut: std::future::Future<Output = Result<T, AttemptError>> + 'a,
     {
         let mut number = 0u32;
@@ -256,7 +261,7 @@ impl Inner {
                     #[cfg(feature = "metrics")]
                     metrics::counter!("blockstore_s3_attempts_total", "method" => method)
                         .increment(1);
-                    attempted(attempt(&self.bucket), number, method, &latest)
+                    attempted(attempt(&self.target), number, method, &latest)
                 },
                 |failure, retry, wait| {
                     latest.retrying(failure, wait);
@@ -296,7 +301,7 @@ impl Inner {
     /// The error a caller sees for `f`; a missing bucket makes the store check the
     /// bucket again at the next HEAD 404.
     fn fail(&self, f: AttemptError, op: Op, key: &str, changes: Changes) -> Error {
-        let e = f.into_error(op, key, changes);
+        let e = f.into_error_at(op, key, changes, &self.place);
         if e.kind() == ErrorKind::Config {
             self.bucket_state.store(BUCKET_UNKNOWN, Ordering::Relaxed);
         }
@@ -305,8 +310,19 @@ impl Inner {
 
     /// The error for a HEAD 404 of `key`: NotFound once the bucket is known to exist (or
     /// cannot be checked), a Config error when it is missing.
-    async fn absent(&self, op: Op, key: &str, deadline: Instant) -> Error {
-        let not_found = || Error::new(ErrorKind::NotFound, op).with_key(key);
+    async fn absent(&self, op: Op, key: &str, deadline: Instant, reply: AttemptError) -> Error {
+        // The HEAD's reply stays the error's source: its request ids.
+        let reply = match reply {
+            AttemptError::Reply(r) => Some(r),
+            _ => None,
+        };
+        let not_found = || {
+            let e = Error::new(ErrorKind::NotFound, op).with_key(key);
+            match &reply {
+                Some(r) => e.with_source(r.clone()),
+                None => e,
+            }
+        };
         match self.bucket_state.load(Ordering::Relaxed) {
             BUCKET_EXISTS => return not_found(),
             BUCKET_UNCHECKABLE => {
@@ -320,7 +336,7 @@ impl Inner {
             ..Cursor::default()
         };
         match self
-            .retry(deadline, "GET", |bucket| list_page(bucket, &cursor, 1))
+            .retry(deadline, "GET", |target| list_page(target, &cursor, 1))
             .await
         {
             Ok(_) => {
@@ -346,8 +362,8 @@ impl Inner {
         max_keys: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        self.retry(deadline, "GET", |bucket| {
-            list_page(bucket, cursor, max_keys)
+        self.retry(deadline, "GET", |target| {
+            list_page(target, cursor, max_keys)
         })
         .await
         .map_err(|f| self.fail(f, op, shown, Changes::None))
@@ -444,7 +460,7 @@ impl Inner {
                 .map(|k| format!("{}{k}", self.key_prefix))
                 .collect();
             let reply = self
-                .retry(deadline, "POST", |bucket| delete_objects(bucket, &full))
+                .retry(deadline, "POST", |target| delete_objects(target, &full))
                 .await;
             let outcome = match reply {
                 Ok(outcome) => outcome,
@@ -474,7 +490,8 @@ impl Inner {
                 if failure.is_retryable() && rounds < self.policy.max_retries {
                     again.push(key);
                 } else {
-                    let e = AttemptError::Reply(failure).into_error(
+                    let e = self.fail(
+                        AttemptError::Reply(failure),
                         Op::Delete,
                         &key,
                         Changes::Possible,
@@ -500,7 +517,7 @@ impl Inner {
         for key in remaining {
             let full = format!("{}{key}", self.key_prefix);
             match self
-                .retry(deadline, "DELETE", |bucket| delete_object(bucket, &full))
+                .retry(deadline, "DELETE", |target| delete_object(target, &full))
                 .await
             {
                 Ok(()) => tally.removed(1),
@@ -651,11 +668,11 @@ impl Backend for S3Backend {
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         let full = self.object_key(Op::Write, key)?;
         // The future must own its data ('static): one copy, and one hash for all attempts.
-        let upload = Upload::new(data, self.inner.digests);
+        let upload = Upload::new(data, self.inner.digests, self.inner.target.unsigned_payload);
         let key = key.to_owned();
         self.call(Op::Write, move |inner, deadline| async move {
             inner
-                .retry(deadline, "PUT", |bucket| put_object(bucket, &full, &upload))
+                .retry(deadline, "PUT", |target| put_object(target, &full, &upload))
                 .await
                 .map_err(|f| inner.fail(f, Op::Write, &key, Changes::Possible))
         })
@@ -666,8 +683,8 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::Read, move |inner, deadline| async move {
             let got = inner
-                .retry(deadline, "GET", |bucket| {
-                    get_object(bucket, &full, Want::Whole, BLOCK_SIZE)
+                .retry(deadline, "GET", |target| {
+                    get_object(target, &full, Want::Whole, BLOCK_SIZE)
                 })
                 .await
                 .map_err(|f| inner.fail(f, Op::Read, &key, Changes::None))?;
@@ -691,8 +708,8 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::ReadRange, move |inner, deadline| async move {
             let got = inner
-                .retry(deadline, "GET", |bucket| {
-                    get_object(bucket, &full, want, BLOCK_SIZE)
+                .retry(deadline, "GET", |target| {
+                    get_object(target, &full, want, BLOCK_SIZE)
                 })
                 .await
                 .map_err(|f| {
@@ -724,7 +741,7 @@ impl Backend for S3Backend {
         let key = key.to_owned();
         self.call(Op::Delete, move |inner, deadline| async move {
             inner
-                .retry(deadline, "DELETE", |bucket| delete_object(bucket, &full))
+                .retry(deadline, "DELETE", |target| delete_object(target, &full))
                 .await
                 .map_err(|f| inner.fail(f, Op::Delete, &key, Changes::Possible))
         })
@@ -773,7 +790,7 @@ impl Backend for S3Backend {
     }
 
     fn health(&self) -> Result<()> {
-        let name = self.inner.bucket.name();
+        let name = self.inner.target.bucket.name();
         self.call(Op::Health, move |inner, deadline| async move {
             let cursor = Cursor {
                 prefix: inner.key_prefix.clone(),

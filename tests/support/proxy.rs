@@ -25,6 +25,18 @@ pub struct Seen {
     pub fault: Option<String>,
     /// Whether the request carried a `Content-MD5` header.
     pub content_md5: bool,
+    /// Every header of the request, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The value of header `name` (lower case), if the request had it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -539,6 +551,7 @@ fn record(shared: &Shared, request: &[u8], method: &str, target: &str, fault: Op
         target: target.to_owned(),
         fault: fault.map(str::to_owned),
         content_md5: header(request, "content-md5").is_some(),
+        headers: headers(request),
     });
 }
 
@@ -626,6 +639,18 @@ fn header<T: AsRef<[u8]>>(request: T, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_owned())
     })
+}
+
+fn headers(request: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(request);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

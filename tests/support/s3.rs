@@ -228,3 +228,28 @@ pub fn config_from_file(path: &std::path::Path) -> S3Config {
         .s3
         .unwrap()
 }
+
+/// A rust-s3 bucket handle for `c` (path style), to look at what the server stored
+/// through a client other than the store, and a runtime to drive it.
+pub fn raw_bucket(c: &S3Config) -> (Box<s3::Bucket>, tokio::runtime::Runtime) {
+    let region = s3::region::Region::Custom {
+        region: c.region.clone(),
+        endpoint: c.endpoint.clone(),
+    };
+    let creds = s3::creds::Credentials::new(
+        Some(&c.access_key_id),
+        Some(&c.secret_access_key),
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    let bucket = s3::Bucket::new(&c.bucket, region, creds)
+        .unwrap()
+        .with_path_style();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (bucket, runtime)
+}
