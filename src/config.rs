@@ -337,10 +337,10 @@ mod tests {
         assert_eq!(c.block_store.filesystem, Some(FsConfig::new("/x")));
         assert_eq!(c.pool, None);
         let c = Config::from_toml_str(
-            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\n[pool]\n",
+            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\n[pool]\n",
         )
         .unwrap();
-        assert_eq!(c.block_store.s3, Some(S3Config::new("b")));
+        assert_eq!(c.block_store.s3, Some(S3Config::new("bkt")));
         assert_eq!(c.pool, Some(PoolConfig::default()));
     }
 
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let e = err("[block_store]\ntype = \"s3\"\n\n[block_store.s3]\nbucket = \"b\"\nmax_retries = \"three\"\n");
+        let e = err("[block_store]\ntype = \"s3\"\n\n[block_store.s3]\nbucket = \"bkt\"\nmax_retries = \"three\"\n");
         assert!(e.contains("block_store.s3.max_retries"), "{e}");
         assert!(e.contains("line 6"), "{e}");
     }
@@ -387,7 +387,7 @@ mod tests {
         assert!(e.contains("block_store.type") && e.contains("ftp"), "{e}");
         let e = err("[block_store]\ntype = \"memory\"\n[pool]\nworkers = 0\n");
         assert!(e.contains("pool.workers"), "{e}");
-        let e = err("[block_store]\ntype = \"memory\"\n[block_store.s3]\nbucket = \"b\"\nkey_prefix = \"nope\"\n");
+        let e = err("[block_store]\ntype = \"memory\"\n[block_store.s3]\nbucket = \"bkt\"\nkey_prefix = \"nope\"\n");
         assert!(e.contains("key_prefix"), "{e}");
         let e = err("[block_store]\ntype = \"memory\"\n[block_store.filesystem]\nbase_path = \"/x\"\ndir_mode = 0o70000\n");
         assert!(e.contains("dir_mode"), "{e}");
@@ -410,7 +410,7 @@ mod tests {
             ErrorKind::Closed
         );
         let c = Config::from_toml_str(
-            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\n",
+            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\n",
         )
         .unwrap();
         // Opening an S3 store contacts nobody, so this works without a server.

@@ -533,7 +533,7 @@ fn dropping_the_store_stops_its_runtime_threads() {
     if support::child_role().as_deref() == Some("runtime-threads") {
         assert_eq!(runtime_threads(), 0);
         // Opening contacts nobody: no server is needed.
-        let mut c = S3Config::new("b");
+        let mut c = S3Config::new("bkt");
         c.endpoint = "http://127.0.0.1:9".into();
         let store = S3Store::open(c).unwrap();
         let started = Instant::now();

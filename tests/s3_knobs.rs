@@ -296,7 +296,7 @@ fn unsigned_payload_over_https_skips_the_hash() {
 fn bad_settings_are_config_errors_that_name_the_key() {
     let with = |extra: &str| {
         Config::from_toml_str(&format!(
-            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\nendpoint = \"https://s3.example\"\n{extra}\n"
+            "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\nendpoint = \"https://s3.example\"\n{extra}\n"
         ))
         .and_then(|c| c.open().map(|_| ()))
         .unwrap_err()
@@ -319,7 +319,7 @@ fn bad_settings_are_config_errors_that_name_the_key() {
         assert!(e.to_string().contains(names), "{extra}: {e}");
     }
     let e = Config::from_toml_str(
-        "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:1\"\nunsigned_payload = true\n",
+        "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\nendpoint = \"http://127.0.0.1:1\"\nunsigned_payload = true\n",
     )
     .and_then(|c| c.open().map(|_| ()))
     .unwrap_err();
@@ -355,4 +355,101 @@ fn errors_carry_the_servers_request_ids() {
     assert_eq!(e.request_id(), Some("proxy"), "{e:?}");
     // Errors that no reply gave have none.
     assert_eq!(store.read_block("bad//key").unwrap_err().request_id(), None);
+}
+
+/// Virtual-hosted addressing (`force_path_style = false`): the bucket is in the host
+/// name. No resolver here knows `BUCKET.localhost`, so the store reaches it through the
+/// proxy as its HTTP proxy (`HTTP_PROXY`, which the store's client honours), in a child
+/// process, since the variable is the whole process's.
+#[test]
+fn virtual_hosted_requests_name_the_bucket_in_the_host() {
+    if support::child_role().as_deref() == Some("virtual-hosted") {
+        let mut c = config();
+        let _cleanup = Cleanup(c.clone());
+        c.force_path_style = false;
+        c.endpoint = std::env::var("TEST_VIRTUAL_ENDPOINT").unwrap();
+        println!("bucket={}", c.bucket);
+        every_call(&S3Store::open(c).unwrap());
+        return;
+    }
+    let proxy = Proxy::start(&server().endpoint);
+    let port = server()
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let out = support::child_command(
+        "virtual_hosted_requests_name_the_bucket_in_the_host",
+        "virtual-hosted",
+    )
+    .env("HTTP_PROXY", proxy.endpoint())
+    .env_remove("NO_PROXY")
+    .env_remove("no_proxy")
+    .env("TEST_VIRTUAL_ENDPOINT", format!("http://localhost:{port}"))
+    .env("BLOCKSTORE_S3_ENDPOINT", &server().endpoint)
+    .env("BLOCKSTORE_S3_SERVER", server().flavour)
+    .env("BLOCKSTORE_S3_ACCESS_KEY", &server().access_key)
+    .env("BLOCKSTORE_S3_SECRET_KEY", &server().secret_key)
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bucket = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("bucket="))
+        .expect("the child names its bucket");
+    let host = format!("{bucket}.localhost:{port}");
+    let seen: Vec<Seen> = proxy
+        .take_seen()
+        .into_iter()
+        .filter(|s| s.target.starts_with(&format!("http://{host}/")))
+        .collect();
+    // Write, read, range, size, list.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for s in &seen {
+        assert_eq!(s.header("host"), Some(host.as_str()), "{s:?}");
+        assert!(
+            !s.target.contains(&format!("/{bucket}/")),
+            "bucket in the path: {s:?}"
+        );
+    }
+}
+
+/// AWS tells a client that signs for the wrong region in three ways; each is a Config
+/// error at once that names the bucket's region and the setting.
+#[test]
+fn a_bucket_in_another_region_is_a_config_error_naming_it() {
+    let proxy = Proxy::start(&server().endpoint);
+    let (store, c, _cleanup) = via(&proxy.endpoint(), |_| {});
+    let redirect = "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>b.s3.eu-west-1.amazonaws.com</Endpoint></Error>";
+    proxy.reply_next_method(
+        "PUT",
+        301,
+        &["x-amz-bucket-region: eu-west-1", "x-amz-request-id: R1"],
+        redirect,
+    );
+    let put = store.write_block("k", b"x").unwrap_err();
+    proxy.reply_next_method("HEAD", 301, &["x-amz-bucket-region: eu-west-1"], "");
+    let head = store.block_size("k").unwrap_err();
+    let malformed = "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>";
+    proxy.reply_next_method("GET", 400, &[], malformed);
+    let get = store.read_block("k").unwrap_err();
+    for e in [&put, &head, &get] {
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("region eu-west-1"), "{text}");
+        assert!(text.contains(&format!("not {}", c.region)), "{text}");
+        assert!(
+            text.contains("block_store.s3.region = \"eu-west-1\""),
+            "{text}"
+        );
+    }
+    assert_eq!(put.request_id(), Some("R1"));
+    assert_eq!(proxy.take_seen().len(), 3, "none retried");
 }

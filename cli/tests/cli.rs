@@ -232,7 +232,7 @@ fn bad_config_files_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (text, needle) in [
         ("[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"/x\"\nfsynk = true\n", "fsynk"),
-        ("[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"b\"\nmax_retries = \"many\"\n", "block_store.s3.max_retries"),
+        ("[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\nmax_retries = \"many\"\n", "block_store.s3.max_retries"),
         ("[block_store]\ntype = \"s3\"\n[block_store.s3]\nregion = \"eu-west-1\"\n", "bucket"),
     ] {
         let path = dir.path().join("bad.toml");

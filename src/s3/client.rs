@@ -313,7 +313,7 @@ mod tests {
             "AWS_SESSION_TOKEN" => Some(String::new()),
             _ => None,
         };
-        let mut config = S3Config::new("b");
+        let mut config = S3Config::new("bkt");
         let creds = credentials_from(&config, env).unwrap();
         assert_eq!(creds.access_key.as_deref(), Some("AKIDFROMENV"));
         assert_eq!(creds.secret_key.as_deref(), Some("secret-from-env"));
@@ -326,12 +326,12 @@ mod tests {
         assert_eq!(creds.secret_key.as_deref(), Some("configured-secret"));
 
         let nothing = |_: &str| None;
-        let creds = credentials_from(&S3Config::new("b"), nothing).unwrap();
+        let creds = credentials_from(&S3Config::new("bkt"), nothing).unwrap();
         assert_eq!(creds.access_key, None, "anonymous");
         config.secret_access_key.clear();
         let e = credentials_from(&config, nothing).unwrap_err();
         assert!(e.to_string().contains("secret_access_key"), "{e}");
-        let mut config = S3Config::new("b");
+        let mut config = S3Config::new("bkt");
         config.secret_access_key = "s".into();
         let e = credentials_from(&config, nothing).unwrap_err();
         assert!(e.to_string().contains("access_key_id"), "{e}");

@@ -178,8 +178,8 @@ impl S3Config {
                 .with_key(&format!("block_store.s3.{key}"))
                 .with_detail(why))
         };
-        if self.bucket.is_empty() {
-            return bad("bucket", "must not be empty".into());
+        if let Err(why) = self.check_bucket_name() {
+            return bad("bucket", why);
         }
         if self.region.is_empty() {
             return bad("region", "must not be empty".into());
@@ -240,6 +240,63 @@ impl S3Config {
                 "unsigned_payload",
                 "needs an https endpoint: over plain http nothing would protect the body on the way".into(),
             );
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    /// Whether requests address the bucket as a host name (`bucket.endpoint`), the
+    /// AWS default, rather than as the first path segment.
+    pub fn virtual_hosted(&self) -> bool {
+        !self.force_path_style
+    }
+
+    /// The bucket name rules of the addressing in use: as a host name label for
+    /// virtual-hosted requests (3 to 63 lower-case letters, digits, `-` and `.`, a letter
+    /// or digit at each end, not an IP address, and no `.` over https, where the
+    /// certificate covers one label); S3's older rules in a path (up to 255 letters,
+    /// digits, `.`, `-` and `_`).
+    fn check_bucket_name(&self) -> std::result::Result<(), String> {
+        let name = self.bucket.as_str();
+        if name.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if !self.virtual_hosted() {
+            if name.len() > 255
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                return Err(format!(
+                    "{name:?} is not a bucket name: up to 255 letters, digits, '.', '-' and '_'"
+                ));
+            }
+            return Ok(());
+        }
+        let hint = "; or set force_path_style = true to address it in the path";
+        if !(3..=63).contains(&name.len())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+            || name.contains("..")
+            || name.contains(".-")
+            || name.contains("-.")
+        {
+            return Err(format!(
+                "{name:?} cannot be a host name for virtual-hosted requests: 3 to 63 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit{hint}"
+            ));
+        }
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(format!("{name:?} looks like an IP address{hint}"));
+        }
+        let https = self.endpoint.is_empty() || !self.endpoint.starts_with("http://");
+        if https && name.contains('.') {
+            return Err(format!(
+                "{name:?} has a '.', which breaks virtual-hosted https: the endpoint's certificate covers one label (*.host){hint}"
+            ));
         }
         Ok(())
     }
@@ -307,14 +364,64 @@ mod tests {
     }
 
     #[test]
+    fn bucket_names_follow_the_addressing() {
+        let check = |bucket: &str, path_style: bool, endpoint: &str| {
+            let mut c = S3Config::new(bucket);
+            c.force_path_style = path_style;
+            c.endpoint = endpoint.into();
+            c.validate().map_err(|e| e.to_string())
+        };
+        for ok in ["abc", "my-bucket", "a.b.c", "x1", "0ab", &"a".repeat(63)] {
+            let ok_https = !ok.contains('.');
+            assert_eq!(
+                check(ok, false, "http://127.0.0.1:9000").is_ok(),
+                ok.len() >= 3,
+                "{ok}"
+            );
+            assert_eq!(
+                check(ok, false, "").is_ok(),
+                ok_https && ok.len() >= 3,
+                "{ok}"
+            );
+            assert!(check(ok, true, "").is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "My-Bucket",
+            "-ab",
+            "ab-",
+            "a..b",
+            "a.-b",
+            "a_b",
+            "192.168.1.1",
+            &"a".repeat(64),
+        ] {
+            let e = check(bad, false, "http://127.0.0.1:9000").unwrap_err();
+            assert!(
+                e.contains("bucket") && e.contains("force_path_style"),
+                "{bad}: {e}"
+            );
+        }
+        let e = check("a.b.c", false, "https://s3.example.com").unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
+        // Path style takes the older, wider rules, still without '/' or spaces.
+        for ok in ["My_Bucket", "ab", "a..b"] {
+            assert!(check(ok, true, "http://h").is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", &"a".repeat(256)] {
+            assert!(check(bad, true, "http://h").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn key_prefix_rules() {
         for ok in ["", "blocks/", "a/b/"] {
-            let mut c = S3Config::new("b");
+            let mut c = S3Config::new("bucket");
             c.key_prefix = ok.into();
             assert!(c.validate().is_ok(), "{ok:?}");
         }
         for bad in ["blocks", "/blocks/", "a//", "../"] {
-            let mut c = S3Config::new("b");
+            let mut c = S3Config::new("bucket");
             c.key_prefix = bad.into();
             let e = c.validate().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad:?}");

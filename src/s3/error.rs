@@ -27,6 +27,9 @@ pub struct S3Failure {
     pub host_id: String,
     /// The wait the server asked for with `Retry-After`, if it did.
     pub retry_after: Option<std::time::Duration>,
+    /// The bucket's region when the server says it is another one
+    /// (`x-amz-bucket-region`, or the body's `<Region>`); empty otherwise.
+    pub region: String,
 }
 
 impl fmt::Display for S3Failure {
@@ -108,7 +111,20 @@ impl S3Failure {
                 .map(|id| request_id(&id))
                 .unwrap_or_default(),
             retry_after: None,
+            region: element(body, "Region")
+                .map(|r| request_id(&r))
+                .unwrap_or_default(),
         }
+    }
+
+    /// Whether the reply says the bucket is addressed wrongly: another region (AWS's
+    /// 301 `PermanentRedirect`, 400 `AuthorizationHeaderMalformed` naming the region,
+    /// `IllegalLocationConstraintException`) or another endpoint (any 301 or 307).
+    fn misaddressed(&self) -> bool {
+        matches!(self.status, 301 | 307)
+            || (self.status == 400
+                && (self.code == "IllegalLocationConstraintException"
+                    || (self.code == "AuthorizationHeaderMalformed" && !self.region.is_empty())))
     }
 
     /// Whether the server asked us to slow down: 429; 503 `SlowDown`, 503 with
@@ -142,6 +158,7 @@ impl S3Failure {
         match (self.status, self.code.as_str()) {
             (404, "NoSuchKey") => ErrorKind::NotFound,
             (404, "NoSuchBucket") => ErrorKind::Config,
+            _ if self.misaddressed() => ErrorKind::Config,
             (403, _) => ErrorKind::PermissionDenied,
             (416, _) => ErrorKind::InvalidRange,
             _ if self.is_throttle() => ErrorKind::Busy,
@@ -167,13 +184,14 @@ pub(crate) enum Changes {
 pub(crate) struct Place {
     pub(crate) endpoint: String,
     pub(crate) bucket: String,
+    pub(crate) region: String,
 }
 
 /// What one failed attempt was, before it becomes an [`Error`].
 #[derive(Debug)]
 pub(crate) enum AttemptError {
     /// The server answered with an error.
-    Reply(S3Failure),
+    Reply(Box<S3Failure>),
     /// The endpoint could not be reached (connection refused, DNS).
     Connect(String),
     /// The attempt ran out of time.
@@ -210,12 +228,12 @@ impl AttemptError {
     pub(crate) fn from_s3(err: S3Error) -> AttemptError {
         match err {
             S3Error::HttpFailWithBody(status, body) => {
-                AttemptError::Reply(S3Failure::parse(status, &body))
+                AttemptError::Reply(Box::new(S3Failure::parse(status, &body)))
             }
-            S3Error::HttpFail => AttemptError::Reply(S3Failure {
+            S3Error::HttpFail => AttemptError::Reply(Box::new(S3Failure {
                 message: "request failed".into(),
                 ..S3Failure::default()
-            }),
+            })),
             S3Error::Reqwest(e) => {
                 // reqwest's message can include the URL, never credentials: keep it
                 // without the URL anyway.
@@ -316,8 +334,20 @@ impl AttemptError {
         let e = match self {
             AttemptError::Reply(reply) => {
                 let kind = reply.kind();
-                let mut e = Error::new(kind, op).with_source(reply.clone());
-                if kind == ErrorKind::Config && reply.code == "NoSuchBucket" {
+                let mut e = Error::new(kind, op).with_source(S3Failure::clone(&reply));
+                if reply.misaddressed() {
+                    e = e.with_detail(if !reply.region.is_empty() && reply.region != place.region {
+                        format!(
+                            "bucket {:?} is in region {}, not {}: set block_store.s3.region = \"{}\"",
+                            place.bucket, reply.region, place.region, reply.region
+                        )
+                    } else {
+                        format!(
+                            "{} sends requests for bucket {:?} elsewhere: the bucket is in another region, or needs another endpoint",
+                            place.endpoint, place.bucket
+                        )
+                    });
+                } else if kind == ErrorKind::Config && reply.code == "NoSuchBucket" {
                     e = e.with_detail(format!(
                         "bucket {:?} does not exist at {}",
                         place.bucket, place.endpoint
@@ -436,12 +466,12 @@ mod tests {
     #[test]
     fn details_name_the_cause() {
         let reply = |status, code: &str, changes| {
-            AttemptError::Reply(S3Failure {
+            AttemptError::Reply(Box::new(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
                 ..S3Failure::default()
-            })
+            }))
             .into_error(Op::Write, "k", changes)
             .to_string()
         };
@@ -480,12 +510,12 @@ mod tests {
     #[test]
     fn retry_rules() {
         let reply = |status, code: &str| {
-            AttemptError::Reply(S3Failure {
+            AttemptError::Reply(Box::new(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
                 ..S3Failure::default()
-            })
+            }))
         };
         for (status, code) in [
             (500, "InternalError"),
@@ -516,12 +546,12 @@ mod tests {
     #[test]
     fn kinds() {
         let kind = |status, code: &str| {
-            AttemptError::Reply(S3Failure {
+            AttemptError::Reply(Box::new(S3Failure {
                 status,
                 code: code.into(),
                 message: String::new(),
                 ..S3Failure::default()
-            })
+            }))
             .into_error(Op::Read, "k", Changes::None)
             .kind()
         };

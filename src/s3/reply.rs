@@ -33,6 +33,7 @@ async fn failure(mut reply: Response) -> AttemptError {
         header(&reply, "x-amz-id-2").map(request_id),
     );
     let retry_after = header(&reply, "retry-after").and_then(retry_after);
+    let region = header(&reply, "x-amz-bucket-region").map(request_id);
     let mut body = Vec::new();
     loop {
         match reply.chunk().await {
@@ -60,7 +61,10 @@ async fn failure(mut reply: Response) -> AttemptError {
         failure.host_id = id;
     }
     failure.retry_after = retry_after;
-    AttemptError::Reply(failure)
+    if let Some(region) = region.filter(|r| !r.is_empty()) {
+        failure.region = region;
+    }
+    AttemptError::Reply(Box::new(failure))
 }
 
 /// The longest `Retry-After` taken as given; the call's deadline bounds it anyway.

@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     fn failure(status: u16) -> AttemptError {
-        AttemptError::Reply(super::super::error::S3Failure::parse(status, ""))
+        AttemptError::Reply(Box::new(super::super::error::S3Failure::parse(status, "")))
     }
 
     fn unlimited() -> RateLimiter {
@@ -269,7 +269,7 @@ mod tests {
             &format!("<Error><Code>{code}</Code></Error>"),
         );
         f.retry_after = retry_after;
-        AttemptError::Reply(f)
+        AttemptError::Reply(Box::new(f))
     }
 
     fn paused() -> tokio::runtime::Runtime {

@@ -157,6 +157,7 @@ impl S3Backend {
             place: Place {
                 endpoint: client.target.endpoint.clone(),
                 bucket: config.bucket.clone(),
+                region: config.region.clone(),
             },
             policy: RetryPolicy {
                 max_retries: config.max_retries,
@@ -319,7 +320,7 @@ impl Inner {
         let not_found = || {
             let e = Error::new(ErrorKind::NotFound, op).with_key(key);
             match &reply {
-                Some(r) => e.with_source(r.clone()),
+                Some(r) => e.with_source(super::error::S3Failure::clone(r)),
                 None => e,
             }
         };
@@ -491,7 +492,7 @@ impl Inner {
                     again.push(key);
                 } else {
                     let e = self.fail(
-                        AttemptError::Reply(failure),
+                        AttemptError::Reply(Box::new(failure)),
                         Op::Delete,
                         &key,
                         Changes::Possible,

@@ -4,7 +4,9 @@
 //! and either forwards it or answers it itself with a chosen error. Faults on the way
 //! back (reset, early end, delay) apply to the response of the next request forwarded.
 //! It can also refuse connections, swallow requests without answering, and count the
-//! connections it accepted.
+//! connections it accepted. A client may also use it as its HTTP proxy (absolute
+//! request targets): that is how a test reaches virtual-hosted bucket names such as
+//! `bucket.localhost` that no resolver here knows.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -626,7 +628,16 @@ fn read_request(
             Err(_) => return None,
         }
     }
-    let request: Vec<u8> = buf.drain(..head_end + length).collect();
+    let mut request: Vec<u8> = buf.drain(..head_end + length).collect();
+    // A client that uses us as its HTTP proxy names the whole URL
+    // (`GET http://bucket.localhost:9000/key`): the server gets the path, and the
+    // `Host` header, which the client set to the URL's host, is left as it is.
+    if let Some(rest) = target.strip_prefix("http://") {
+        let path = rest.find('/').map_or("/", |i| &rest[i..]);
+        let line_end = find(&request, b"\r\n").unwrap_or(0);
+        let line = format!("{method} {path} HTTP/1.1");
+        request.splice(..line_end, line.into_bytes());
+    }
     Some((request, method, target, length > 0))
 }
 
