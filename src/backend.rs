@@ -154,6 +154,12 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What the backend says about itself for [`crate::BlockStore::report`] (S3: the
+    /// endpoint, the bucket, the credential source). Nothing by default.
+    fn about(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// Called once by the first `close`, after every operation in flight finished.
     fn shut_down(&self) -> Result<()> {
         Ok(())

@@ -228,6 +228,7 @@ impl<B: Backend> BlockStore for Checked<B> {
             backend: self.backend.name(),
             ops,
             counters: self.backend.counters(),
+            about: self.backend.about(),
             recent_errors,
         }
     }

@@ -167,6 +167,12 @@
 //! - `health_check` is a one-key listing (so it needs `s3:ListBucket`) and tells a
 //!   missing bucket, bad credentials and an unreachable endpoint apart.
 //! - Connections are kept alive and shared by all threads.
+//! - Credentials come from one source per store (`credentials`: static, environment,
+//!   profile, web identity, container, IMDSv2, anonymous, or the AWS SDKs' chain of
+//!   them), resolved at open without contacting anyone. Temporary keys are refreshed
+//!   ahead of expiry once for all threads; a failed refresh keeps the current keys until
+//!   they expire, then calls fail `PermissionDenied` naming the source; an
+//!   `ExpiredToken` reply refreshes and retries once. No secret is ever shown.
 //!
 //! ## The worker pool
 //!

@@ -73,9 +73,9 @@ pub use key::{block_key, content_prefix, parse_block_key, BlockKey};
 pub use memory::MemoryStore;
 pub use op::Op;
 pub use pool::{Pool, PoolConfig};
-pub use s3::S3Config;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
+pub use s3::{CredentialSource, S3Config};
 pub use store::{BlockRef, BlockStore, Blocks, Report, BLOCK_SIZE};
 
 /// The README's examples, compiled and run as doc tests.

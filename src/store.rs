@@ -31,6 +31,10 @@ pub struct Report {
     pub counters: Vec<(&'static str, u64)>,
     /// The last few errors, oldest first.
     pub recent_errors: Vec<crate::instrument::RecentError>,
+    /// What the backend says about itself, by name (S3: `endpoint`, `bucket`,
+    /// `credentials` (the source, never a secret), `credentials_error` (why the last
+    /// refresh failed, while it keeps failing)).
+    pub about: Vec<(&'static str, String)>,
 }
 
 impl Report {
@@ -40,6 +44,14 @@ impl Report {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, v)| *v)
+    }
+
+    /// What the backend says about `name`, if anything.
+    pub fn about(&self, name: &str) -> Option<&str> {
+        self.about
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The report of one operation, if it ran.

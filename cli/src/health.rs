@@ -23,6 +23,17 @@ fn recent_errors(store: &dyn BlockStore) -> serde_json::Value {
     )
 }
 
+/// What the backend says about itself (S3: endpoint, bucket, credential source).
+fn about(store: &dyn BlockStore) -> serde_json::Value {
+    store
+        .report()
+        .about
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
     let store = open_store(config, Create::Never)?;
     match store.health_check() {
@@ -30,10 +41,16 @@ pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
             if out.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "healthy": true, "recent_errors": recent_errors(&*store) })
+                    serde_json::json!({
+                        "healthy": true, "about": about(&*store),
+                        "recent_errors": recent_errors(&*store),
+                    })
                 );
             } else {
                 out.info("healthy");
+                for (k, v) in store.report().about {
+                    out.info(format!("  {k}: {v}"));
+                }
             }
             Ok(())
         }
@@ -42,7 +59,7 @@ pub fn run(config: Option<&Path>, out: &Output) -> Result<(), Failure> {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "healthy": false, "reason": e.to_string(),
+                        "healthy": false, "reason": e.to_string(), "about": about(&*store),
                         "recent_errors": recent_errors(&*store),
                     })
                 );

@@ -551,3 +551,31 @@ fn bench_counts_retries_and_health_shows_recent_errors() {
         "{json}"
     );
 }
+
+/// `health` names the endpoint, the bucket and where the keys come from, never a secret.
+#[test]
+fn health_names_the_credential_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3_config(dir.path());
+    let c = s3_support::config();
+    let text = stdout(cli(&config).args(["health"]));
+    assert!(text.starts_with("healthy"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "credentials: static keys from the configuration (access key {})",
+            c.access_key_id
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("bucket: {}", c.bucket)), "{text}");
+    assert!(!text.contains(&c.secret_access_key), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(cli(&config).args(["--json", "health"]))).unwrap();
+    assert!(
+        json["about"]["credentials"]
+            .as_str()
+            .unwrap()
+            .contains("static keys"),
+        "{json}"
+    );
+}

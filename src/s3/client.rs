@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::op::Op;
 
 use super::config::S3Config;
+use super::credentials;
 
 /// What every request needs: the bucket (its URLs, region and credentials), the HTTP
 /// client, and the headers the configuration adds to some requests.
@@ -34,6 +35,8 @@ pub(crate) struct Target {
     pub(crate) unsigned_payload: bool,
     /// The endpoint, as errors name it.
     pub(crate) endpoint: String,
+    /// Where the keys come from, and the keys.
+    pub(crate) credentials: Arc<credentials::Provider>,
 }
 
 impl std::fmt::Debug for Target {
@@ -59,40 +62,6 @@ fn config_error(key: &str, why: String) -> Error {
     Error::new(ErrorKind::Config, Op::Open)
         .with_key(key)
         .with_detail(why)
-}
-
-/// The configured credentials, else the `AWS_*` environment variables, else anonymous
-/// access; never the instance-metadata service or profile files.
-fn credentials(config: &S3Config) -> Result<Credentials> {
-    credentials_from(config, |name| std::env::var(name).ok())
-}
-
-/// [`credentials`] with the environment given as a lookup; empty values count as unset.
-fn credentials_from(
-    config: &S3Config,
-    var: impl Fn(&str) -> Option<String>,
-) -> Result<Credentials> {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let env = |name: &str| var(name).filter(|v| !v.is_empty());
-    let access = opt(&config.access_key_id).or_else(|| env("AWS_ACCESS_KEY_ID"));
-    let secret = opt(&config.secret_access_key).or_else(|| env("AWS_SECRET_ACCESS_KEY"));
-    let token = opt(&config.session_token).or_else(|| env("AWS_SESSION_TOKEN"));
-    match (access, secret) {
-        (Some(access), Some(secret)) => {
-            Credentials::new(Some(&access), Some(&secret), None, token.as_deref(), None)
-                .map_err(|e| config_error("block_store.s3.access_key_id", e.to_string()))
-        }
-        (None, None) => Credentials::anonymous()
-            .map_err(|e| config_error("block_store.s3.access_key_id", e.to_string())),
-        (Some(_), None) => Err(config_error(
-            "block_store.s3.secret_access_key",
-            "an access key id is set but no secret access key".into(),
-        )),
-        (None, Some(_)) => Err(config_error(
-            "block_store.s3.access_key_id",
-            "a secret access key is set but no access key id".into(),
-        )),
-    }
 }
 
 /// The CA certificates `ca_file` names, else `AWS_CA_BUNDLE`, if either is set.
@@ -225,14 +194,24 @@ impl Client {
                 endpoint: endpoint.clone(),
             }
         };
-        let mut bucket = Bucket::new(&config.bucket, region, credentials(config)?)
+        // The bucket handle builds URLs; keys come from our provider, not from it.
+        let anonymous =
+            Credentials::anonymous().map_err(|e| config_error("block_store.s3", e.to_string()))?;
+        let mut bucket = Bucket::new(&config.bucket, region, anonymous)
             .map_err(|e| config_error("block_store.s3", e.to_string()))?;
         if config.force_path_style {
             bucket.set_path_style();
         }
         bucket.set_request_timeout(Some(Duration::from_secs(config.request_timeout_secs)));
+        let http = http_client(config)?;
+        let source = credentials::resolve(config, &credentials::process_env)?;
+        let clients = credentials::Clients::new(
+            http.clone(),
+            Duration::from_secs(config.request_timeout_secs),
+        )?;
         let target = Target {
-            http: http_client(config)?,
+            credentials: Arc::new(credentials::Provider::new(source, clients)),
+            http,
             write_headers: write_headers(config)?,
             customer_key: customer_key_headers(config)?,
             unsigned_payload: config.unsigned_payload,
@@ -298,42 +277,5 @@ impl Drop for Client {
                 std::mem::forget(runtime);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn configured_keys_win_over_the_environment() {
-        let env = |name: &str| match name {
-            "AWS_ACCESS_KEY_ID" => Some("AKIDFROMENV".to_owned()),
-            "AWS_SECRET_ACCESS_KEY" => Some("secret-from-env".to_owned()),
-            "AWS_SESSION_TOKEN" => Some(String::new()),
-            _ => None,
-        };
-        let mut config = S3Config::new("bkt");
-        let creds = credentials_from(&config, env).unwrap();
-        assert_eq!(creds.access_key.as_deref(), Some("AKIDFROMENV"));
-        assert_eq!(creds.secret_key.as_deref(), Some("secret-from-env"));
-        assert_eq!(creds.session_token, None, "an empty variable is unset");
-
-        config.access_key_id = "AKIDCONFIGURED".into();
-        config.secret_access_key = "configured-secret".into();
-        let creds = credentials_from(&config, env).unwrap();
-        assert_eq!(creds.access_key.as_deref(), Some("AKIDCONFIGURED"));
-        assert_eq!(creds.secret_key.as_deref(), Some("configured-secret"));
-
-        let nothing = |_: &str| None;
-        let creds = credentials_from(&S3Config::new("bkt"), nothing).unwrap();
-        assert_eq!(creds.access_key, None, "anonymous");
-        config.secret_access_key.clear();
-        let e = credentials_from(&config, nothing).unwrap_err();
-        assert!(e.to_string().contains("secret_access_key"), "{e}");
-        let mut config = S3Config::new("bkt");
-        config.secret_access_key = "s".into();
-        let e = credentials_from(&config, nothing).unwrap_err();
-        assert!(e.to_string().contains("access_key_id"), "{e}");
     }
 }

@@ -12,10 +12,10 @@ use crate::op::Op;
 ///
 /// # Credentials
 ///
-/// Empty `access_key_id`, `secret_access_key` and `session_token` fall back to the
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` environment
-/// variables; the instance-metadata service is never asked. `Debug` never shows the
-/// secret key or the session token.
+/// `credentials` picks the source (default `"chain"`: the configuration's keys, the
+/// `AWS_*` variables, web identity, the shared files' profile, container credentials,
+/// the EC2 instance metadata service, in that order). `Debug` never shows the secret
+/// key, the session token or the SSE-C key.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
@@ -46,13 +46,24 @@ pub struct S3Config {
     /// Localstack. Default `false`.
     #[serde(default)]
     pub force_path_style: bool,
-    /// Access key id; empty means `AWS_ACCESS_KEY_ID`.
+    /// Where the keys come from (see [`CredentialSource`]); default `"chain"`.
+    #[serde(default)]
+    pub credentials: CredentialSource,
+    /// The shared files' profile for `credentials = "profile"` (and the chain); empty:
+    /// `AWS_PROFILE`, else `default`.
+    #[serde(default)]
+    pub profile: String,
+    /// Let the instance metadata source fall back to IMDSv1 (no session token) when
+    /// IMDSv2 is refused. Default `false`.
+    #[serde(default)]
+    pub imds_v1: bool,
+    /// Access key id (static keys); with `credentials = "chain"` these come first.
     #[serde(default)]
     pub access_key_id: String,
-    /// Secret access key; empty means `AWS_SECRET_ACCESS_KEY`.
+    /// Secret access key (static keys).
     #[serde(default)]
     pub secret_access_key: String,
-    /// Session token; empty means `AWS_SESSION_TOKEN` (or none).
+    /// Session token of temporary static keys; empty: none.
     #[serde(default)]
     pub session_token: String,
     /// Time limit of one attempt, in seconds. Default 30.
@@ -100,6 +111,31 @@ pub struct S3Config {
     /// way (and `content_md5` can add a digest the server checks). Default `false`.
     #[serde(default)]
     pub unsigned_payload: bool,
+}
+
+/// `block_store.s3.credentials`: where the keys come from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// The AWS SDKs' order: the configuration's keys, the `AWS_*` variables, web
+    /// identity, the shared files' profile, container credentials, then the EC2
+    /// instance metadata service.
+    #[default]
+    Chain,
+    /// The configuration's `access_key_id` and `secret_access_key`.
+    Static,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    Env,
+    /// A profile of the shared files (`profile`, else `AWS_PROFILE`, else `default`).
+    Profile,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN` through STS (EKS IRSA).
+    WebIdentity,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `_FULL_URI` (ECS, EKS Pod Identity).
+    Container,
+    /// The EC2 instance metadata service (IMDSv2).
+    Imds,
+    /// No signature: a public bucket.
+    Anonymous,
 }
 
 /// Server-side encryption with keys the server manages.
@@ -155,6 +191,9 @@ impl S3Config {
             max_requests_per_second: 0,
             adaptive_rate: true,
             force_path_style: false,
+            credentials: CredentialSource::Chain,
+            profile: String::new(),
+            imds_v1: false,
             access_key_id: String::new(),
             secret_access_key: String::new(),
             session_token: String::new(),
@@ -330,6 +369,9 @@ impl fmt::Debug for S3Config {
             .field("max_requests_per_second", &self.max_requests_per_second)
             .field("adaptive_rate", &self.adaptive_rate)
             .field("force_path_style", &self.force_path_style)
+            .field("credentials", &self.credentials)
+            .field("profile", &self.profile)
+            .field("imds_v1", &self.imds_v1)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redact(&self.secret_access_key))
             .field("session_token", &redact(&self.session_token))

@@ -147,6 +147,14 @@ impl S3Failure {
             )
     }
 
+    /// Whether the server says the request's keys expired.
+    pub(crate) fn is_expired_token(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired"
+        )
+    }
+
     /// Whether another attempt may succeed (the contract's retry list).
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(self.status, 500 | 502 | 503 | 504 | 408 | 429)
@@ -204,6 +212,8 @@ pub(crate) enum AttemptError {
     Invalid(String),
     /// The endpoint's TLS certificate was refused: not retried.
     Tls(String),
+    /// No keys could be had from the credential source (the message names it).
+    Credentials(String),
     /// The store's own rate limit (after throttling, or `max_requests_per_second`)
     /// left no slot before the call's deadline: the request was never sent.
     RateLimited(f64),
@@ -266,7 +276,10 @@ impl AttemptError {
             AttemptError::Reply(r) => r.is_retryable(),
             AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
             AttemptError::Invalid(_) => true,
-            AttemptError::Tls(_) | AttemptError::RateLimited(_) | AttemptError::Other(_) => false,
+            AttemptError::Tls(_)
+            | AttemptError::Credentials(_)
+            | AttemptError::RateLimited(_)
+            | AttemptError::Other(_) => false,
         }
     }
 
@@ -299,6 +312,7 @@ impl AttemptError {
             },
             AttemptError::Connect(_) => "connect",
             AttemptError::Tls(_) => "tls",
+            AttemptError::Credentials(_) => "credentials",
             AttemptError::TimedOut => "timeout",
             AttemptError::Transport(_) => "transport",
             AttemptError::Invalid(_) => "invalid_reply",
@@ -376,6 +390,7 @@ impl AttemptError {
             AttemptError::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
                 "the server's reply does not match the request: {why}{unknown}"
             )),
+            AttemptError::Credentials(why) => Error::new(ErrorKind::PermissionDenied, op).with_detail(why),
             AttemptError::RateLimited(rate) => Error::new(ErrorKind::Busy, op).with_detail(format!(
                 "throttled: the store's request rate limit ({rate:.1}/s) left no slot before the call's deadline (operation_deadline_secs)"
             )),

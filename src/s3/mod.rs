@@ -6,7 +6,7 @@
 //! replies counted key by key), `sign` (SigV4 requests on the bucket's client), `reply`
 //! (status and bounded error bodies), `client` (the bucket handle and the private
 //! runtime that drives it for synchronous callers), `retry` (the retry policy and time
-//! limits), `limiter` (the store's request rate, slowed by throttling), `error` (mapping replies and transport failures onto error kinds, keeping
+//! limits), `limiter` (the store's request rate, slowed by throttling), `credentials` (where keys come from, and their refresh), `error` (mapping replies and transport failures onto error kinds, keeping
 //! no raw body), `config`.
 //!
 //! Without the `s3` feature only [`S3Config`] is built, so a configuration that names
@@ -15,6 +15,8 @@
 #[cfg(feature = "s3")]
 mod client;
 mod config;
+#[cfg(feature = "s3")]
+mod credentials;
 #[cfg(feature = "s3")]
 mod delete;
 #[cfg(feature = "s3")]
@@ -38,7 +40,7 @@ mod sign;
 #[cfg(feature = "s3")]
 mod store;
 
-pub use config::{S3Config, Sse};
+pub use config::{CredentialSource, S3Config, Sse};
 #[cfg(feature = "s3")]
 pub use error::S3Failure;
 #[cfg(feature = "s3")]

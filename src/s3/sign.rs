@@ -8,10 +8,13 @@ use reqwest::{Method, RequestBuilder};
 use s3::error::S3Error;
 use s3::signing;
 use s3::Bucket;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use url::Url;
 
 use super::client::Target;
+use super::credentials::Keys;
+use super::error::AttemptError;
 
 /// The payload hash of a write that is not hashed (`unsigned_payload`).
 pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -103,18 +106,63 @@ fn long_date(now: &OffsetDateTime) -> Result<String, S3Error> {
     Ok(now.format(format)?)
 }
 
+/// Signs a request with SigV4: adds `x-amz-date`, the session token if the keys have
+/// one, and `Authorization` for `service` in `region`. `headers` must already hold
+/// `host` and every other header to sign.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn authorize(
+    headers: &mut HeaderMap,
+    keys: &Keys,
+    method: &str,
+    url: &Url,
+    payload_sha256: &str,
+    region: &str,
+    service: &str,
+    now: OffsetDateTime,
+) -> Result<(), S3Error> {
+    let stamp = long_date(&now)?;
+    headers.insert(HeaderName::from_static("x-amz-date"), header(&stamp)?);
+    if let Some(token) = &keys.session_token {
+        let mut value = header(token)?;
+        value.set_sensitive(true);
+        headers.insert(HeaderName::from_static("x-amz-security-token"), value);
+    }
+    let canonical = canonical_request(method, url, headers, payload_sha256)?;
+    let scope = format!("{}/{region}/{service}/aws4_request", &stamp[..8]);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = format!("AWS4{}", keys.secret_access_key).into_bytes();
+    for part in [&stamp[..8], region, service, "aws4_request"] {
+        let mut mac = signing::HmacSha256::new_from_slice(&key)?;
+        mac.update(part.as_bytes());
+        key = mac.finalize().into_bytes().to_vec();
+    }
+    let mut mac = signing::HmacSha256::new_from_slice(&key)?;
+    mac.update(to_sign.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let mut authorization = header(&format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope},SignedHeaders={},Signature={signature}",
+        keys.access_key_id,
+        signed_headers(headers)
+    ))?;
+    authorization.set_sensitive(true);
+    headers.insert(AUTHORIZATION, authorization);
+    Ok(())
+}
+
 /// A request for `url` with `headers` added, signed over them and over the hex
-/// `payload_sha256`; anonymous credentials leave it unsigned.
+/// `payload_sha256` with the store's current keys; anonymous access leaves it
+/// unsigned. Keys that cannot be had are `AttemptError::Credentials`.
 pub(crate) async fn signed(
     target: &Target,
     method: Method,
     url: Url,
     payload_sha256: &str,
     mut headers: HeaderMap,
-) -> Result<RequestBuilder, S3Error> {
+) -> Result<RequestBuilder, AttemptError> {
     let bucket = &target.bucket;
-    let now = OffsetDateTime::now_utc();
-    let region = bucket.region();
     let host = bucket.host();
     let authority = host.split('/').next().unwrap_or(&host);
     headers.insert(HOST, header(authority)?);
@@ -122,35 +170,22 @@ pub(crate) async fn signed(
         HeaderName::from_static("x-amz-content-sha256"),
         header(payload_sha256)?,
     );
-    headers.insert(
-        HeaderName::from_static("x-amz-date"),
-        header(&long_date(&now)?)?,
-    );
-    let token = match bucket.session_token().await? {
-        Some(token) => Some(token),
-        None => bucket.security_token().await?,
-    };
-    if let Some(token) = token {
-        headers.insert(
-            HeaderName::from_static("x-amz-security-token"),
-            header(&token)?,
-        );
-    }
-    if let (Some(access), Some(secret)) = (bucket.access_key().await?, bucket.secret_key().await?) {
-        let canonical = canonical_request(method.as_str(), &url, &headers, payload_sha256)?;
-        let to_sign = signing::string_to_sign(&now, &region, &canonical)?;
-        let key = signing::signing_key(&now, &secret, &region, "s3")?;
-        let mut mac = signing::HmacSha256::new_from_slice(&key)?;
-        mac.update(to_sign.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
-        let authorization = signing::authorization_header(
-            &access,
-            &now,
-            &region,
-            &signed_headers(&headers),
-            &signature,
-        )?;
-        headers.insert(AUTHORIZATION, header(&authorization)?);
+    match target.credentials.keys().await {
+        Ok(Some(keys)) => authorize(
+            &mut headers,
+            &keys,
+            method.as_str(),
+            &url,
+            payload_sha256,
+            &bucket.region().to_string(),
+            "s3",
+            OffsetDateTime::now_utc(),
+        )?,
+        Ok(None) => {
+            let now = long_date(&OffsetDateTime::now_utc())?;
+            headers.insert(HeaderName::from_static("x-amz-date"), header(&now)?);
+        }
+        Err(why) => return Err(AttemptError::Credentials(why)),
     }
     let mut request = target.http.request(method, url).headers(headers);
     if let Some(timeout) = bucket.request_timeout() {
@@ -215,6 +250,39 @@ mod tests {
         assert_eq!(
             lines[7],
             "x-amz-meta-spaced;x-amz-server-side-encryption-customer-key;x-amz-server-side-encryption-customer-key-md5"
+        );
+    }
+
+    /// The same example signed: AWS's documented signature for it.
+    #[test]
+    fn signature_of_the_aws_example() {
+        let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, header("examplebucket.s3.amazonaws.com").unwrap());
+        headers.insert("range", header("bytes=0-9").unwrap());
+        headers.insert("x-amz-content-sha256", header(EMPTY_SHA256).unwrap());
+        let keys = Keys {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+        };
+        let now = OffsetDateTime::from_unix_timestamp(1_369_353_600).unwrap(); // 2013-05-24
+        authorize(
+            &mut headers,
+            &keys,
+            "GET",
+            &url,
+            EMPTY_SHA256,
+            "us-east-1",
+            "s3",
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            headers[AUTHORIZATION].to_str().unwrap(),
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,\
+             SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,\
+             Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
         );
     }
 

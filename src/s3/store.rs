@@ -252,24 +252,43 @@ impl Inner {
         let mut number = 0u32;
         // The span of the latest attempt: a retry records its wait there.
         let latest = AttemptSpan::default();
-        self.policy
-            .run(
-                deadline,
-                &self.limiter,
-                || {
-                    number += 1;
-                    self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-                    #[cfg(feature = "metrics")]
-                    metrics::counter!("blockstore_s3_attempts_total", "method" => method)
-                        .increment(1);
-                    attempted(attempt(&self.target), number, method, &latest)
-                },
-                |failure, retry, wait| {
-                    latest.retrying(failure, wait);
-                    self.retrying(failure, retry, wait, method)
-                },
-            )
-            .await
+        let mut expired_once = false;
+        loop {
+            let result = self
+                .policy
+                .run(
+                    deadline,
+                    &self.limiter,
+                    || {
+                        number += 1;
+                        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+                        #[cfg(feature = "metrics")]
+                        metrics::counter!("blockstore_s3_attempts_total", "method" => method)
+                            .increment(1);
+                        attempted(attempt(&self.target), number, method, &latest)
+                    },
+                    |failure, retry, wait| {
+                        latest.retrying(failure, wait);
+                        self.retrying(failure, retry, wait, method)
+                    },
+                )
+                .await;
+            match result {
+                // The server says the keys expired before we thought: fetch new ones
+                // and try once more.
+                Err(AttemptError::Reply(r)) if r.is_expired_token() && !expired_once => {
+                    expired_once = true;
+                    self.target.credentials.invalidate();
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(
+                        method,
+                        credentials = self.target.credentials.describe(),
+                        "the server says the credentials expired; refreshing them"
+                    );
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Counts a retry and says why, at `warn`.
@@ -302,7 +321,14 @@ impl Inner {
     /// The error a caller sees for `f`; a missing bucket makes the store check the
     /// bucket again at the next HEAD 404.
     fn fail(&self, f: AttemptError, op: Op, key: &str, changes: Changes) -> Error {
-        let e = f.into_error_at(op, key, changes, &self.place);
+        let names_source = !matches!(f, AttemptError::Credentials(_));
+        let mut e = f.into_error_at(op, key, changes, &self.place);
+        if e.kind() == ErrorKind::PermissionDenied && names_source {
+            e = e.with_detail(format!(
+                "credentials: {}",
+                self.target.credentials.describe()
+            ));
+        }
         if e.kind() == ErrorKind::Config {
             self.bucket_state.store(BUCKET_UNKNOWN, Ordering::Relaxed);
         }
@@ -788,6 +814,19 @@ impl Backend for S3Backend {
                 self.inner.limiter.current().map_or(0, |r| r.ceil() as u64),
             ),
         ]
+    }
+
+    fn about(&self) -> Vec<(&'static str, String)> {
+        let target = &self.inner.target;
+        let mut about = vec![
+            ("endpoint", target.endpoint.clone()),
+            ("bucket", self.inner.place.bucket.clone()),
+            ("credentials", target.credentials.describe().to_owned()),
+        ];
+        if let Some(e) = target.credentials.last_error() {
+            about.push(("credentials_error", e));
+        }
+        about
     }
 
     fn health(&self) -> Result<()> {

@@ -2,6 +2,8 @@
 //! binary, mounts that unmount themselves, and tree inspection.
 #![allow(dead_code)]
 
+#[cfg(feature = "s3")]
+pub mod metadata;
 pub mod model;
 #[cfg(feature = "s3")]
 pub mod proxy;
