@@ -192,9 +192,10 @@ mod tests {
             deadline: Duration::from_millis(200),
         };
         let mut attempts = 0;
-        let started = std::time::Instant::now();
-        let result: Result<(), AttemptError> = runtime().block_on(async {
-            policy
+        // Paused time: the clock moves only by the waits, so the bound is exact.
+        let (result, elapsed): (Result<(), AttemptError>, Duration) = paused().block_on(async {
+            let started = Instant::now();
+            let result = policy
                 .run(
                     policy.deadline(),
                     &unlimited(),
@@ -204,9 +205,9 @@ mod tests {
                     },
                     |_, _, _| {},
                 )
-                .await
+                .await;
+            (result, started.elapsed())
         });
-        let elapsed = started.elapsed();
         assert!(
             matches!(&result, Err(AttemptError::Reply(r)) if r.status == 500),
             "{result:?}"
