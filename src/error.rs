@@ -206,7 +206,9 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A failed store operation: its kind, the operation and key it concerns, a detail, and
 /// the underlying error where there is one.
 ///
-/// Displays as `op key: kind[: detail]`, e.g. `read export/a/chunk-0/block-3: not found`.
+/// Displays as `op key: kind[: detail]`, e.g. `read export/a/chunk-0/block-3: not found`;
+/// an invalid key comes last, after the rule it broke, escaped and cut to 100 bytes:
+/// `write: invalid key: has an empty segment ('//'): a//b`.
 /// Never carries secrets: backends put only parsed, harmless fields into it.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
@@ -380,12 +382,17 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.op.name())?;
-        if let Some(key) = &self.key {
+        // An invalid key comes last, after the rule it broke (it may be long or odd).
+        let key_last = self.kind == ErrorKind::InvalidKey;
+        if let Some(key) = self.key.as_ref().filter(|_| !key_last) {
             write!(f, " {key}")?;
         }
         write!(f, ": {}", self.kind)?;
         if let Some(detail) = &self.detail {
             write!(f, ": {detail}")?;
+        }
+        if let Some(key) = self.key.as_ref().filter(|_| key_last) {
+            write!(f, ": {key}")?;
         }
         if let Some(source) = &self.source {
             write!(f, " ({source})")?;
@@ -418,7 +425,7 @@ mod tests {
         let e = Error::new(ErrorKind::InvalidKey, Op::Write)
             .with_key("a//b")
             .with_detail("empty segment");
-        assert_eq!(e.to_string(), "write a//b: invalid key: empty segment");
+        assert_eq!(e.to_string(), "write: invalid key: empty segment: a//b");
     }
 
     #[test]

@@ -138,11 +138,14 @@ pub fn check_prefix(op: Op, prefix: &str) -> Result<()> {
     validate_prefix(prefix).map_err(|rule| invalid(op, prefix, rule))
 }
 
+/// How much of an invalid key an error shows, in bytes.
+const SHOWN: usize = 100;
+
 fn invalid(op: Op, key: &str, rule: KeyRule) -> Error {
     // A key with control characters is shown escaped so the message stays one line.
-    let shown: String = if rule == KeyRule::ForbiddenChar || key.len() > 200 {
+    let shown: String = if rule == KeyRule::ForbiddenChar || key.len() > SHOWN {
         let escaped: String = key.chars().flat_map(char::escape_debug).collect();
-        truncate(&escaped, 200)
+        truncate(&escaped, SHOWN)
     } else {
         key.to_owned()
     };
@@ -355,7 +358,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidKey);
         assert_eq!(
             e.to_string(),
-            "write a//b: invalid key: has an empty segment ('//')"
+            "write: invalid key: has an empty segment ('//'): a//b"
         );
         let e = check_key(Op::Read, "a\nb").unwrap_err();
         assert!(e.to_string().contains("a\\nb"), "{e}");
@@ -366,15 +369,15 @@ mod tests {
         // Short keys are shown as they are, quotes and all.
         let e = check_key(Op::Write, "it's//x").unwrap_err();
         assert_eq!(e.key(), Some("it's//x"));
-        // Exactly 200 bytes: still shown as is.
-        let at_limit = format!("'{}//", "k".repeat(197));
-        assert_eq!(at_limit.len(), 200);
+        // Exactly 100 bytes: still shown as is.
+        let at_limit = format!("'{}//", "k".repeat(97));
+        assert_eq!(at_limit.len(), 100);
         assert_eq!(
             check_key(Op::Write, &at_limit).unwrap_err().key(),
             Some(at_limit.as_str())
         );
-        // Longer keys are cut at 200 bytes, on a character boundary, and marked.
-        let long = format!("a{}//", "é".repeat(150));
+        // Longer keys are cut at 100 bytes, on a character boundary, and marked.
+        let long = format!("a{}//", "é".repeat(75));
         let shown = check_key(Op::Write, &long)
             .unwrap_err()
             .key()
@@ -382,12 +385,12 @@ mod tests {
             .to_owned();
         assert_eq!(
             shown,
-            format!("a{}...", "é".repeat(99)),
-            "cut at byte 199, the last boundary"
+            format!("a{}...", "é".repeat(49)),
+            "cut at byte 99, the last boundary"
         );
         // Control characters are escaped, so the message stays on one line.
         let e = check_key(Op::Read, "a\nb").unwrap_err();
-        assert_eq!(e.to_string(), "read a\\nb: invalid key: has a control character, U+FFFE or U+FFFF (not allowed in XML)");
+        assert_eq!(e.to_string(), "read: invalid key: has a control character, U+FFFE or U+FFFF (not allowed in XML): a\\nb");
     }
 
     #[test]

@@ -535,6 +535,7 @@ fn dropping_the_store_stops_its_runtime_threads() {
         // Opening contacts nobody: no server is needed.
         let mut c = S3Config::new("bkt");
         c.endpoint = "http://127.0.0.1:9".into();
+        c.force_path_style = true;
         let store = S3Store::open(c).unwrap();
         let started = Instant::now();
         while runtime_threads() < 2 {

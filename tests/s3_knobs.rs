@@ -319,7 +319,7 @@ fn bad_settings_are_config_errors_that_name_the_key() {
         assert!(e.to_string().contains(names), "{extra}: {e}");
     }
     let e = Config::from_toml_str(
-        "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\nendpoint = \"http://127.0.0.1:1\"\nunsigned_payload = true\n",
+        "[block_store]\ntype = \"s3\"\n[block_store.s3]\nbucket = \"bkt\"\nendpoint = \"http://127.0.0.1:1\"\nforce_path_style = true\nunsigned_payload = true\n",
     )
     .and_then(|c| c.open().map(|_| ()))
     .unwrap_err();

@@ -16,11 +16,12 @@ pub struct FsConfig {
     /// Create `base_path` (with `dir_mode`) when it is missing. Default `true`.
     #[serde(default = "yes")]
     pub create_dir: bool,
-    /// The exact mode of every directory the store creates. Default `0o755`.
-    #[serde(default = "default_dir_mode")]
+    /// The exact mode of every directory the store creates. Default `0o755`. In TOML an
+    /// octal integer (`0o755`) or a string (`"0755"`, `"755"`, `"0o755"`).
+    #[serde(default = "default_dir_mode", deserialize_with = "mode")]
     pub dir_mode: u32,
-    /// The exact mode of every block file. Default `0o644`.
-    #[serde(default = "default_file_mode")]
+    /// The exact mode of every block file. Default `0o644`; written as `dir_mode` is.
+    #[serde(default = "default_file_mode", deserialize_with = "mode")]
     pub file_mode: u32,
     /// Make each write and delete durable before it returns. Default `true`.
     #[serde(default = "yes")]
@@ -29,6 +30,49 @@ pub struct FsConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// A permission mode: an integer as written, or a string read as octal.
+fn mode<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    struct Mode;
+    impl serde::de::Visitor<'_> for Mode {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(
+                "a permission mode: an octal integer such as 0o755, or a string such as \"0755\"",
+            )
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a permission mode")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a permission mode")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<u32, E> {
+            let digits = v.trim().trim_start_matches("0o");
+            if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                return Err(E::custom(format!(
+                    "{v:?} is not an octal permission mode such as \"0755\""
+                )));
+            }
+            u32::from_str_radix(digits, 8)
+                .map_err(|_| E::custom(format!("{v:?} is too large for a mode")))
+        }
+    }
+    d.deserialize_any(Mode)
+}
+
+/// A hint for a mode that was probably meant as octal but written as a decimal integer
+/// (`755` rather than `0o755`): its decimal digits are all octal digits.
+fn decimal_hint(mode: u32) -> String {
+    let digits = mode.to_string();
+    if (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        format!(
+            " ({mode} was read as a decimal number, 0o{mode:o}; write 0o{digits} or \"{digits}\")"
+        )
+    } else {
+        String::new()
+    }
 }
 fn default_dir_mode() -> u32 {
     0o755
@@ -59,22 +103,29 @@ impl FsConfig {
         if self.base_path.as_os_str().is_empty() {
             return bad("base_path", "must not be empty");
         }
+        let (dir_hint, file_hint) = (decimal_hint(self.dir_mode), decimal_hint(self.file_mode));
         if self.dir_mode > 0o7777 {
-            return bad("dir_mode", "must be a permission mode (at most 0o7777)");
+            return bad(
+                "dir_mode",
+                &format!("must be a permission mode (at most 0o7777){dir_hint}"),
+            );
         }
         if self.dir_mode & 0o700 != 0o700 {
             return bad(
                 "dir_mode",
-                "must give the owner read, write and search permission (0o700)",
+                &format!("must give the owner read, write and search permission (0o700){dir_hint}"),
             );
         }
         if self.file_mode > 0o7777 {
-            return bad("file_mode", "must be a permission mode (at most 0o7777)");
+            return bad(
+                "file_mode",
+                &format!("must be a permission mode (at most 0o7777){file_hint}"),
+            );
         }
         if self.file_mode & 0o600 != 0o600 {
             return bad(
                 "file_mode",
-                "must give the owner read and write permission (0o600)",
+                &format!("must give the owner read and write permission (0o600){file_hint}"),
             );
         }
         Ok(())

@@ -331,6 +331,23 @@ impl S3Config {
         if name.parse::<std::net::Ipv4Addr>().is_ok() {
             return Err(format!("{name:?} looks like an IP address{hint}"));
         }
+        // The bucket goes before the endpoint's host, which must then be a name.
+        let host = self
+            .endpoint
+            .split("://")
+            .last()
+            .unwrap_or_default()
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        if !self.endpoint.is_empty()
+            && (host.parse::<std::net::Ipv4Addr>().is_ok() || self.endpoint.contains('['))
+        {
+            return Err(format!(
+                "virtual-hosted requests put the bucket before the endpoint's host, and {:?} is an IP address{hint}",
+                self.endpoint
+            ));
+        }
         let https = self.endpoint.is_empty() || !self.endpoint.starts_with("http://");
         if https && name.contains('.') {
             return Err(format!(
@@ -413,10 +430,15 @@ mod tests {
             c.endpoint = endpoint.into();
             c.validate().map_err(|e| e.to_string())
         };
+        let e = check("bucket", false, "http://127.0.0.1:9000").unwrap_err();
+        assert!(
+            e.contains("IP address") && e.contains("force_path_style"),
+            "{e}"
+        );
         for ok in ["abc", "my-bucket", "a.b.c", "x1", "0ab", &"a".repeat(63)] {
             let ok_https = !ok.contains('.');
             assert_eq!(
-                check(ok, false, "http://127.0.0.1:9000").is_ok(),
+                check(ok, false, "http://localhost:9000").is_ok(),
                 ok.len() >= 3,
                 "{ok}"
             );
@@ -438,7 +460,7 @@ mod tests {
             "192.168.1.1",
             &"a".repeat(64),
         ] {
-            let e = check(bad, false, "http://127.0.0.1:9000").unwrap_err();
+            let e = check(bad, false, "http://localhost:9000").unwrap_err();
             assert!(
                 e.contains("bucket") && e.contains("force_path_style"),
                 "{bad}: {e}"

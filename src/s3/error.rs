@@ -193,6 +193,9 @@ pub(crate) struct Place {
     pub(crate) endpoint: String,
     pub(crate) bucket: String,
     pub(crate) region: String,
+    /// The time limits, as timeout errors name them.
+    pub(crate) request_timeout_secs: u64,
+    pub(crate) deadline_secs: u64,
 }
 
 /// What one failed attempt was, before it becomes an [`Error`].
@@ -252,7 +255,12 @@ impl AttemptError {
                     AttemptError::TimedOut
                 } else if e.is_connect() {
                     let why = chain(&e);
-                    if why.contains("certificate") {
+                    // A certificate refused, or an endpoint that does not speak TLS at
+                    // all (rustls reads its plain HTTP reply as a corrupt record).
+                    if why.contains("certificate")
+                        || why.contains("InvalidContentType")
+                        || why.contains("corrupt message")
+                    {
                         AttemptError::Tls(why)
                     } else {
                         AttemptError::Connect(why)
@@ -379,12 +387,19 @@ impl AttemptError {
             }
             AttemptError::Connect(why) => Error::new(ErrorKind::Unavailable, op)
                 .with_detail(format!("cannot reach the endpoint {}: {why}", place.endpoint)),
+            AttemptError::Tls(why) if !why.contains("certificate") => Error::new(ErrorKind::Config, op)
+                .with_detail(format!(
+                    "{} does not speak TLS ({why}): if it serves plain HTTP, write the endpoint with http://",
+                    place.endpoint
+                )),
             AttemptError::Tls(why) => Error::new(ErrorKind::Config, op).with_detail(format!(
                 "the TLS certificate of {} is not trusted ({why}); for an endpoint behind a private CA, set block_store.s3.ca_file (or AWS_CA_BUNDLE) to the CA's PEM file",
                 place.endpoint
             )),
-            AttemptError::TimedOut => Error::new(ErrorKind::Timeout, op)
-                .with_detail(format!("no answer in time{unknown}")),
+            AttemptError::TimedOut => Error::new(ErrorKind::Timeout, op).with_detail(format!(
+                "no answer from {} within request_timeout_secs = {} (or the call's operation_deadline_secs = {}){unknown}",
+                place.endpoint, place.request_timeout_secs, place.deadline_secs
+            )),
             AttemptError::Transport(why) => Error::new(ErrorKind::Backend, op)
                 .with_detail(format!("connection failed: {why}{unknown}")),
             AttemptError::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(

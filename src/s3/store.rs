@@ -158,6 +158,8 @@ impl S3Backend {
                 endpoint: client.target.endpoint.clone(),
                 bucket: config.bucket.clone(),
                 region: config.region.clone(),
+                request_timeout_secs: config.request_timeout_secs,
+                deadline_secs: config.operation_deadline_secs,
             },
             policy: RetryPolicy {
                 max_retries: config.max_retries,
