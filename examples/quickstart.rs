@@ -1,5 +1,6 @@
 //! Writes, reads, lists and deletes a few blocks with the filesystem store in a local
-//! folder (`./blockstore-data`, or the folder given as the first argument).
+//! folder (`./blockstore-data`, or the folder given as the first argument), and removes
+//! the folder again if it made it.
 
 use std::error::Error;
 
@@ -9,6 +10,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "blockstore-data".to_owned());
+    let made_it = !std::path::Path::new(&dir).exists();
     let store = open(&Config::filesystem(&dir))?;
     store.health_check()?;
 
@@ -40,5 +42,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         store.list_by_prefix("quickstart/")?.len()
     );
     store.close()?;
+    if made_it {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

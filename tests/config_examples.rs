@@ -23,8 +23,8 @@ fn every_example_parses() {
         }
     }
     assert_eq!(
-        seen, 6,
-        "memory, local, filesystem, s3-aws, s3-minio-ceph, localstack"
+        seen, 7,
+        "memory, local, local-s3, filesystem, s3-aws, s3-minio-ceph, localstack"
     );
 }
 

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,19 @@ pub struct Args {
     /// Size of each block (e.g. 4096, 64K, 1M, 4M).
     #[arg(long, default_value = "4M", value_parser = parse_size)]
     block_size: usize,
+}
+
+/// Set by SIGINT or SIGTERM: every phase stops at its next operation.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Exit code of a run stopped by a signal (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn interrupted() -> Failure {
+    Failure {
+        code: EXIT_INTERRUPTED,
+        message: "bench: interrupted".into(),
+    }
 }
 
 /// One phase's measurements.
@@ -83,6 +96,9 @@ where
                     let mut latencies = Vec::with_capacity(n / workers.max(1) + 1);
                     let mut bytes = 0;
                     loop {
+                        if STOP.load(Ordering::Relaxed) {
+                            return Err(interrupted());
+                        }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= n {
                             return Ok((latencies, bytes));
@@ -182,27 +198,37 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     }
     let explicit =
         config.is_some() || std::env::var_os("BLOCKSTORE_CONFIG").is_some_and(|v| !v.is_empty());
-    let temp = tempfile::tempdir().map_err(|e| Failure::io("bench: temporary directory", e))?;
-    let config = if explicit {
-        load_config(config)?
+    // Without a configuration, a filesystem store in a temporary folder (removed at the
+    // end); with one, nothing outside the configured store.
+    let temp = if explicit {
+        None
     } else {
-        Config::filesystem(temp.path().join("store"))
+        Some(tempfile::tempdir().map_err(|e| Failure::io("bench: temporary directory", e))?)
     };
+    let config = match &temp {
+        None => load_config(config)?,
+        Some(temp) => Config::filesystem(temp.path().join("store")),
+    };
+    // Ctrl-C or SIGTERM: stop at the next operation, then clean up as below.
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
     let store: Arc<dyn BlockStore> = open(&config, Create::IfMissing)?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let prefix = format!("bench-{}-{nanos:x}/", std::process::id());
+    let run_id = format!("bench-{}-{nanos:x}", std::process::id());
+    let prefix = format!("{run_id}/");
     let bare = match (config.block_store.backend, &config.block_store.filesystem) {
         (BackendKind::Filesystem, Some(fs)) => {
-            let dir = tempfile::Builder::new()
-                .prefix(".bench-bare-")
-                .tempdir_in(fs.base_path.parent().unwrap_or(&fs.base_path))
-                .or_else(|_| tempfile::tempdir())
-                .map_err(|e| Failure::io("bench: scratch directory", e))?;
-            let path = dir.keep();
+            // Inside the store's internal area (same filesystem, never a key, left alone
+            // by the store), never beside base_path.
+            let area = fs.base_path.join(".blockstore");
+            remove_abandoned_bare(&area);
+            let dir = area.join(&run_id);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Failure::io(&format!("bench: scratch directory {}", dir.display()), e)
+            })?;
             Bare::Fs {
-                dir: path,
+                dir,
                 fsync: fs.fsync,
             }
         }
@@ -210,15 +236,51 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         _ => Bare::None,
     };
     let result = phases(&*store, &bare, &prefix, &args, out);
-    // Clean up whatever happened.
-    let _ = store.delete_by_prefix(&prefix);
+    // Clean up whatever happened, interrupted or not.
+    let removed = store.delete_by_prefix(&prefix);
     if let Bare::Fs { dir, .. } = &bare {
         let _ = std::fs::remove_dir_all(dir);
+    }
+    if STOP.load(Ordering::Relaxed) {
+        let what = match &removed {
+            Ok(n) => format!("removed the {n} blocks it had written under {prefix}"),
+            Err(e) => format!("could not remove its blocks under {prefix}: {e}"),
+        };
+        let scratch = match &bare {
+            Bare::Fs { .. } => " and its scratch files",
+            _ => "",
+        };
+        drop(temp);
+        return Err(Failure {
+            code: EXIT_INTERRUPTED,
+            message: format!("bench: interrupted; {what}{scratch}"),
+        });
     }
     let rows = result?;
     let backend = format!("{:?}", config.block_store.backend).to_lowercase();
     print_table(out, &backend, &args, &rows, &store.report())?;
     store.close().map_err(|e| Failure::store("bench", "", &e))
+}
+
+/// Removes scratch folders of earlier runs that were killed outright (SIGKILL): those
+/// whose process is gone.
+fn remove_abandoned_bare(area: &Path) {
+    let Ok(entries) = std::fs::read_dir(area) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("bench-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A measured phase and, where there is one, its bare baseline.
@@ -301,24 +363,30 @@ fn phases(
     };
     let mut rows = Vec::new();
 
-    let write = measure(&format!("write {size_name}"), n, workers, show, |i| {
-        store.write_block(&keys[i], &data).map_err(fail(&keys[i]))?;
-        Ok(size as u64)
-    })?;
-    let bare_write_phase = match bare {
-        Bare::Fs { fsync, .. } => Some(measure("bare write", n, workers, show, |i| {
-            bare_write(&bare_paths[i], &data, *fsync).map_err(io("bare write"))?;
-            Ok(size as u64)
-        })?),
-        Bare::Memory => Some(measure("bare copy", n, workers, show, |_| {
-            Ok(std::hint::black_box(data.to_vec()).len() as u64)
-        })?),
-        Bare::None => None,
-    };
-    rows.push(Row {
-        store: write,
-        bare: bare_write_phase,
-    });
+    let write_name = format!("write {size_name}");
+    rows.push(alternate(
+        || {
+            measure(&write_name, n, workers, show, |i| {
+                store.write_block(&keys[i], &data).map_err(fail(&keys[i]))?;
+                Ok(size as u64)
+            })
+        },
+        match bare {
+            Bare::Fs { fsync, .. } => Some(Box::new(|| {
+                measure("bare write", n, workers, show, |i| {
+                    bare_write(&bare_paths[i], &data, *fsync).map_err(io("bare write"))?;
+                    Ok(size as u64)
+                })
+            })
+                as Box<dyn Fn() -> Result<Phase, Failure>>),
+            Bare::Memory => Some(Box::new(|| {
+                measure("bare copy", n, workers, show, |_| {
+                    Ok(std::hint::black_box(data.to_vec()).len() as u64)
+                })
+            }) as Box<dyn Fn() -> Result<Phase, Failure>>),
+            Bare::None => None,
+        },
+    )?);
 
     let read_name = format!("read {size_name}");
     rows.push(alternate(
@@ -454,7 +522,9 @@ fn fail(key: &str) -> impl Fn(blockstore::Error) -> Failure + '_ {
 
 fn fmt_duration(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
+    if us < 1.0 {
+        format!("{} ns", d.as_nanos())
+    } else if us < 1000.0 {
         format!("{us:.0} µs")
     } else {
         format!("{:.2} ms", us / 1000.0)
@@ -542,4 +612,16 @@ fn print_table(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_under_a_microsecond_are_shown_in_nanoseconds() {
+        assert_eq!(fmt_duration(Duration::from_nanos(850)), "850 ns");
+        assert_eq!(fmt_duration(Duration::from_nanos(1500)), "2 µs");
+        assert_eq!(fmt_duration(Duration::from_micros(1500)), "1.50 ms");
+    }
 }

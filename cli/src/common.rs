@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use blockstore::{BackendKind, BlockStore, Config, Error, ErrorKind};
 
+/// Stop without a word and exit 0 (the reader of our output went away).
+pub const EXIT_QUIET: u8 = 0;
 /// The store or the system failed.
 pub const EXIT_FAILURE: u8 = 1;
 /// Bad arguments, key, range or configuration.
@@ -49,6 +51,14 @@ impl Failure {
     }
 
     pub fn io(what: &str, e: std::io::Error) -> Failure {
+        // A reader that went away (`blockstore get … | head`) is not a failure: stop
+        // quietly, as `cat` does.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Failure {
+                code: EXIT_QUIET,
+                message: String::new(),
+            };
+        }
         Failure {
             code: EXIT_FAILURE,
             message: format!("{what}: {e}"),
@@ -57,6 +67,12 @@ impl Failure {
 
     /// `{command} {key}: {what went wrong}`, with the code for the error's kind.
     pub fn store(command: &str, key: &str, e: &Error) -> Failure {
+        // Without a key of the command's own, the one the error names (a path at open).
+        let key = if key.is_empty() {
+            e.key().unwrap_or_default()
+        } else {
+            key
+        };
         let code = match e.kind() {
             ErrorKind::NotFound => EXIT_NOT_FOUND,
             ErrorKind::InvalidKey
@@ -65,19 +81,44 @@ impl Failure {
             | ErrorKind::Config => EXIT_INVALID,
             _ => EXIT_FAILURE,
         };
-        let mut message = if key.is_empty() {
+        let mut message = if key.is_empty() || e.kind() == ErrorKind::InvalidKey {
             format!("{command}: {}", e.kind())
         } else {
-            format!("{command} {key}: {}", e.kind())
+            format!("{command} {}: {}", shown(key), e.kind())
         };
         if let Some(detail) = e.detail() {
             message.push_str(": ");
             message.push_str(detail);
         }
+        // An invalid key comes after the rule it broke, as the store shows it:
+        // escaped and cut short.
+        if e.kind() == ErrorKind::InvalidKey {
+            message.push_str(": ");
+            message.push_str(e.key().unwrap_or_default());
+        }
         if let Some(source) = std::error::Error::source(e) {
             message.push_str(&format!(" ({source})"));
         }
         Failure { code, message }
+    }
+}
+
+/// A key as a message may show it: control characters escaped.
+pub fn shown(key: &str) -> String {
+    if key.chars().any(char::is_control) {
+        key.chars().flat_map(char::escape_debug).collect()
+    } else {
+        key.to_owned()
+    }
+}
+
+/// Set by `-q`: warnings of ours stay off stderr too.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A warning on stderr, unless `-q`.
+pub fn warn(line: impl AsRef<str>) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("blockstore: warning: {}", line.as_ref());
     }
 }
 
@@ -119,6 +160,18 @@ pub enum Create {
 /// exist is reported as "no store there" instead of being created.
 pub fn open(config: &Config, create: Create) -> Result<Arc<dyn BlockStore>, Failure> {
     let mut config = config.clone();
+    if config.block_store.backend == BackendKind::Memory {
+        warn("the memory store lives only as long as this command: nothing it holds is kept");
+    }
+    // A relative base_path is relative to the directory the command runs in; messages
+    // show where that is.
+    if let Some(fs) = config.block_store.filesystem.as_mut() {
+        if fs.base_path.is_relative() {
+            if let Ok(cwd) = std::env::current_dir() {
+                fs.base_path = cwd.join(&fs.base_path);
+            }
+        }
+    }
     if let (Create::Never, BackendKind::Filesystem, Some(fs)) = (
         create,
         config.block_store.backend,

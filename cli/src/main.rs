@@ -90,6 +90,7 @@ fn init_logs(verbose: u8, quiet: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose, cli.quiet);
+    common::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let out = common::Output {
         quiet: cli.quiet,
         json: cli.json,
@@ -107,6 +108,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.code == common::EXIT_QUIET => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("blockstore: {}", failure.message);
             ExitCode::from(failure.code)

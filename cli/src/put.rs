@@ -1,11 +1,11 @@
 //! `put KEY [FILE]`: write a block from a file or standard input.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use blockstore::BLOCK_SIZE;
 
-use crate::common::{human_bytes, open_store, Create, Failure, Output};
+use crate::common::{human_bytes, open_store, Create, Failure, Output, EXIT_INVALID};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,21 +15,61 @@ pub struct Args {
     file: Option<PathBuf>,
 }
 
+/// A block too large to store: the real size when it is known (a file), else "more
+/// than" the limit (standard input is not read past it).
+fn too_large(key: &str, what: &str, size: Option<u64>) -> Failure {
+    let size = match size {
+        Some(n) => format!("is {n} bytes ({})", human_bytes(n)),
+        None => format!("holds more than {BLOCK_SIZE} bytes"),
+    };
+    Failure::invalid(format!(
+        "put {key}: block too large: {what} {size}; a block holds at most {BLOCK_SIZE} bytes ({})",
+        human_bytes(BLOCK_SIZE as u64)
+    ))
+}
+
 pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
     // One buffer, sized up front; one byte more than a block shows an oversized input.
     let mut data = Vec::with_capacity(BLOCK_SIZE + 1);
     let limit = BLOCK_SIZE as u64 + 1;
     match &args.file {
-        Some(path) => std::fs::File::open(path)
-            .and_then(|f| f.take(limit).read_to_end(&mut data))
-            .map_err(|e| {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| {
+                let mut f =
+                    Failure::io(&format!("put {}: reading {}", args.key, path.display()), e);
+                // A file that is not there is a mistake in the arguments.
+                if !path.exists() {
+                    f.code = EXIT_INVALID;
+                }
+                f
+            })?;
+            let size = file.metadata().map(|m| m.len()).ok();
+            file.take(limit).read_to_end(&mut data).map_err(|e| {
                 Failure::io(&format!("put {}: reading {}", args.key, path.display()), e)
-            })?,
-        None => std::io::stdin()
-            .lock()
-            .take(limit)
-            .read_to_end(&mut data)
-            .map_err(|e| Failure::io(&format!("put {}: reading standard input", args.key), e))?,
+            })?;
+            if data.len() > BLOCK_SIZE {
+                return Err(too_large(&args.key, &path.display().to_string(), size));
+            }
+        }
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!(
+                    "blockstore: reading the block for {} from standard input (end it with Ctrl-D; or give a FILE)",
+                    args.key
+                );
+            }
+            stdin
+                .lock()
+                .take(limit)
+                .read_to_end(&mut data)
+                .map_err(|e| {
+                    Failure::io(&format!("put {}: reading standard input", args.key), e)
+                })?;
+            if data.len() > BLOCK_SIZE {
+                return Err(too_large(&args.key, "standard input", None));
+            }
+        }
     };
     let store = open_store(config, Create::IfMissing)?;
     store

@@ -178,7 +178,7 @@ fn every_command_and_exit_code_on_the_filesystem() {
         .stderr(predicates::str::contains("--all"));
     assert_eq!(
         stdout(cli(&config).args(["rm", "--prefix", "export/f/"])),
-        "deleted 2 blocks\n"
+        "deleted 2 blocks under \"export/f/\"\n"
     );
     cli(&config)
         .args(["put", "x"])
@@ -187,7 +187,7 @@ fn every_command_and_exit_code_on_the_filesystem() {
         .success();
     assert_eq!(
         stdout(cli(&config).args(["rm", "--prefix", "", "--all"])),
-        "deleted 1 blocks\n"
+        "deleted 1 block (the whole store)\n"
     );
     assert_eq!(stdout(cli(&config).args(["ls", "--count"])), "0\n");
 
@@ -578,4 +578,383 @@ fn health_names_the_credential_source() {
             .contains("static keys"),
         "{json}"
     );
+}
+
+// -------------------------------------------------------------------------------------
+// The CLI as a newcomer meets it (issue 19), one test per item.
+
+/// The binary's path, for commands run outside assert_cmd.
+fn binary() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("blockstore")
+}
+
+fn run_text(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Item 1: SIGINT and SIGTERM stop `bench`, which removes what it wrote (blocks and bare
+/// files) and says so; its scratch files live inside the store's internal area, never
+/// beside base_path; with a configuration it makes no temporary folder.
+#[test]
+fn an_interrupted_bench_removes_what_it_wrote() {
+    for signal in [libc_sigterm(), libc_sigint()] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = fs_config(dir.path(), "store");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let child = std::process::Command::new(binary())
+            .env_remove("BLOCKSTORE_CONFIG")
+            .env("TMPDIR", &tmp)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "bench",
+                "--blocks",
+                "256",
+                "--block-size",
+                "1M",
+                "--workers",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until it has written blocks.
+        let store = dir.path().join("store");
+        let started = std::time::Instant::now();
+        while !store.read_dir().is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("bench-")))
+        }) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "bench wrote nothing"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe_kill(child.id(), signal);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("interrupted; removed the"), "{stderr}");
+        // Nothing left: no blocks, no scratch files inside or beside the store, no
+        // temporary folder.
+        let left: Vec<String> = walk(&store)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock") && !p.contains(".blockstore/w-"))
+            .collect();
+        assert_eq!(left, [".blockstore"], "left in the store");
+        let beside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(beside.iter().all(|n| !n.contains("bench")), "{beside:?}");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "a config means no temp folder"
+        );
+    }
+}
+
+/// Every path under `root`, relative.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+fn libc_sigint() -> i32 {
+    2
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Item 1: `--blocks` bounds the whole run: the cheap phases run 64 operations per block.
+#[test]
+fn bench_blocks_bound_every_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    let json: serde_json::Value = serde_json::from_str(&stdout(cli(&config).args([
+        "--json",
+        "bench",
+        "--blocks",
+        "2",
+        "--block-size",
+        "4K",
+    ])))
+    .unwrap();
+    let ops: Vec<u64> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ops"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ops, [2, 2, 128, 128, 200, 2], "{json}");
+}
+
+/// Item 3: Errors name what is wrong: the endpoint, the bucket, the path (absolute, for a
+/// relative base_path), the limit on a timeout; configuration mistakes found at first
+/// use are exit 2.
+#[test]
+fn errors_name_the_endpoint_bucket_path_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = |name: &str, lines: &str| {
+        let c = s3_support::config();
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[block_store]\ntype = \"s3\"\n[block_store.s3]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{lines}\n",
+                c.access_key_id, c.secret_access_key
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Nothing listens on port 1.
+    let (code, _, err) = run_text(cli(&s3("refused.toml", "bucket = \"bkt\"\nendpoint = \"http://127.0.0.1:1\"\nforce_path_style = true\nmax_retries = 0")).arg("health"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("http://127.0.0.1:1"), "{err}");
+    // A bucket that does not exist: named on stderr.
+    let endpoint = s3_support::server().endpoint.clone();
+    let (code, _, err) = run_text(cli(&s3("nobucket.toml", &format!("bucket = \"no-such-bucket-here\"\nendpoint = \"{endpoint}\"\nforce_path_style = true"))).arg("health"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("\"no-such-bucket-here\" does not exist"),
+        "{err}"
+    );
+    // Virtual-hosted with an IP endpoint: exit 2, saying why.
+    let (code, _, err) = run_text(
+        cli(&s3(
+            "ip.toml",
+            "bucket = \"bkt\"\nendpoint = \"http://127.0.0.1:9\"",
+        ))
+        .arg("health"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("IP address") && err.contains("force_path_style"),
+        "{err}"
+    );
+    // https to a server that speaks plain HTTP: exit 2, saying so.
+    let https = endpoint.replace("http://", "https://");
+    let (code, _, err) = run_text(
+        cli(&s3(
+            "tls.toml",
+            &format!("bucket = \"bkt\"\nendpoint = \"{https}\"\nforce_path_style = true"),
+        ))
+        .arg("health"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not speak TLS"), "{err}");
+    // A server that never answers: the limit is named.
+    let proxy = proxy::Proxy::start(&endpoint);
+    proxy.blackhole(true);
+    let (code, _, err) = run_text(cli(&s3("slow.toml", &format!("bucket = \"bkt\"\nendpoint = \"{}\"\nforce_path_style = true\nrequest_timeout_secs = 1\noperation_deadline_secs = 2\nmax_retries = 0", proxy.endpoint()))).arg("health"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("request_timeout_secs = 1"), "{err}");
+    // A relative base_path that is a file: the absolute path is named, exit 2.
+    std::fs::write(dir.path().join("plain-file"), "x").unwrap();
+    let rel = dir.path().join("rel.toml");
+    std::fs::write(&rel, "[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"plain-file\"\n").unwrap();
+    let (code, _, err) = run_text(
+        cli(&rel)
+            .current_dir(dir.path())
+            .args(["put", "k"])
+            .write_stdin("x"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&dir.path().join("plain-file").display().to_string()),
+        "{err}"
+    );
+}
+
+/// Item 4: `rm KEY…` says how many existed and were removed.
+#[test]
+fn rm_tells_how_many_existed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    stdout(cli(&config).args(["put", "a/1"]).write_stdin("x"));
+    let text = stdout(cli(&config).args(["rm", "a/1", "a/2", "a/3"]));
+    assert_eq!(text.trim(), "deleted 1 block of 3 (2 did not exist)");
+    let text = stdout(cli(&config).args(["rm", "a/2", "a/3"]));
+    assert_eq!(text.trim(), "deleted 0 blocks of 2 (2 did not exist)");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(cli(&config).args(["--json", "rm", "a/9"]))).unwrap();
+    assert_eq!(json["absent"], serde_json::json!(["a/9"]));
+}
+
+/// Item 5: `put` of a file larger than a block says its real size.
+#[test]
+fn put_of_a_large_file_says_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![0u8; 5 << 20]).unwrap();
+    let (code, _, err) = run_text(cli(&config).args(["put", "k"]).arg(&big));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is 5242880 bytes (5.0 MiB)"), "{err}");
+    let (code, _, err) = run_text(
+        cli(&config)
+            .args(["put", "k"])
+            .write_stdin(vec![0u8; 5 << 20]),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("standard input holds more than 4194304 bytes"),
+        "{err}"
+    );
+}
+
+/// Item 6: The memory backend warns that nothing is kept (and `-q` keeps it quiet).
+#[test]
+fn the_memory_store_warns_that_it_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("memory.toml");
+    std::fs::write(&config, "[block_store]\ntype = \"memory\"\n").unwrap();
+    let (code, _, err) = run_text(cli(&config).args(["put", "k"]).write_stdin("x"));
+    assert_eq!(code, Some(0));
+    assert!(
+        err.contains("the memory store lives only as long as this command"),
+        "{err}"
+    );
+    let (_, _, err) = run_text(cli(&config).args(["-q", "put", "k"]).write_stdin("x"));
+    assert_eq!(err, "");
+}
+
+/// Item 7: Modes as strings; a decimal mode gets a hint.
+#[test]
+fn modes_as_strings_and_a_hint_for_decimal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("modes.toml");
+    std::fs::write(&config, format!("[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"{}\"\ndir_mode = \"0750\"\nfile_mode = \"0640\"\n", dir.path().join("s").display())).unwrap();
+    stdout(cli(&config).args(["put", "a/b"]).write_stdin("x"));
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!((mode("s/a"), mode("s/a/b")), (0o750, 0o640));
+    std::fs::write(&config, "[block_store]\ntype = \"filesystem\"\n[block_store.filesystem]\nbase_path = \"x\"\ndir_mode = 755\n").unwrap();
+    let (code, _, err) = run_text(cli(&config).args(["put", "a/b"]).write_stdin("x"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("755 was read as a decimal number") && err.contains("0o755"),
+        "{err}"
+    );
+}
+
+/// Item 8: A bad key is shown escaped, cut short, after the rule it broke.
+#[test]
+fn a_bad_key_is_shown_escaped_and_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    let key = format!("a\u{7}b/{}", "k".repeat(300));
+    let (code, _, err) = run_text(cli(&config).args(["put", &key]).write_stdin("x"));
+    assert_eq!(code, Some(2), "{err}");
+    let line = err.trim();
+    assert!(
+        line.starts_with("blockstore: put: invalid key: has a control character"),
+        "{line}"
+    );
+    assert!(line.contains("a\\u{7}b/kkk"), "{line}");
+    assert!(!line.contains('\u{7}'));
+    assert!(line.len() < 250, "{} bytes: {line}", line.len());
+}
+
+/// Item 9: `get … | head` ends quietly with exit 0 when the reader goes away.
+#[test]
+fn get_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    stdout(
+        cli(&config)
+            .args(["put", "big"])
+            .write_stdin(vec![7u8; 4 << 20]),
+    );
+    let mut child = std::process::Command::new(binary())
+        .env_remove("BLOCKSTORE_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["get", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// Item 10: `put` on a terminal says it reads standard input; a missing file is exit 2; the
+/// `rm` usage shows the `--prefix` form.
+#[test]
+fn put_and_rm_guide_a_newcomer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    // A pseudo-terminal on standard input (util-linux's script), ended at once.
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "{} --config {} put k </dev/tty & sleep 1; kill $!",
+            binary().display(),
+            config.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("reading the block for k from standard input"),
+        "{all}"
+    );
+    let (code, _, err) = run_text(cli(&config).args(["put", "k", "/nonexistent/file"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/file"), "{err}");
+    let help = stdout(cli(&config).args(["rm", "--help"]));
+    assert!(help.contains("blockstore rm --prefix PREFIX"), "{help}");
 }
