@@ -331,7 +331,8 @@ fn stress_mixed_operations_lose_nothing() {
     const THREADS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn BlockStore> = Arc::new(open(dir.path()));
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // A number of operations per thread, bounded in time only against a hang.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -347,7 +348,7 @@ fn stress_mixed_operations_lose_nothing() {
                 };
                 start.wait();
                 let mut ops = 0u64;
-                while Instant::now() < deadline {
+                while ops < 1000 && Instant::now() < deadline {
                     let r = next();
                     let d = r % 4;
                     let key = format!("s/{d}/{}/t{t}-{}", r % 3, (r >> 8) % 6);
@@ -399,7 +400,11 @@ fn stress_mixed_operations_lose_nothing() {
         total_ops += ops;
         kept += n;
     }
-    assert!(total_ops > 1000, "only {total_ops} operations ran");
+    assert_eq!(
+        total_ops,
+        1000 * THREADS as u64,
+        "only {total_ops} operations ran"
+    );
     assert_eq!(store.list_by_prefix("s/").unwrap().len(), kept);
     assert_eq!(store.delete_by_prefix("").unwrap(), kept as u64);
     assert!(
