@@ -82,10 +82,14 @@ impl Counters {
 
     /// A snapshot, for a pool of `workers` threads.
     pub(crate) fn snapshot(&self, workers: usize) -> PoolStats {
-        let submitted = self.submitted.load(Ordering::Relaxed);
-        let started = self.started.load(Ordering::Relaxed);
-        let cancelled = self.cancelled.load(Ordering::Relaxed);
+        // A job is submitted, then started (or cancelled), then finished: reading the
+        // counters in the reverse order (each read at least as late as the one before)
+        // never sees more finished than started nor more started than submitted, so
+        // the parts add up to at most what was submitted.
         let (ops, _) = self.instruments.report();
+        let cancelled = self.cancelled.load(Ordering::SeqCst);
+        let started = self.started.load(Ordering::SeqCst);
+        let submitted = self.submitted.load(Ordering::SeqCst);
         let failed: u64 = ops
             .iter()
             .map(|o| o.errors.iter().map(|(_, n)| n).sum::<u64>())

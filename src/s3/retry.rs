@@ -70,6 +70,8 @@ const BASE_BACKOFF: Duration = Duration::from_millis(100);
 const BASE_THROTTLE_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts (as in the AWS SDKs' standard mode).
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// How late a sleep may end: tokio's timer wheel counts whole milliseconds.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 
 /// The wait before the `n`th retry (1-based) from `base`: exponential, with jitter over
 /// its upper half so that many clients retrying at once spread out.
@@ -150,7 +152,8 @@ impl RetryPolicy {
                 retries += 1;
                 backoff(retries).max(failure.retry_after().unwrap_or_default())
             };
-            if Instant::now() + wait >= deadline {
+            // Tokio's timers fire on whole milliseconds, rounded up: allow for it.
+            if Instant::now() + wait + TIMER_GRANULARITY >= deadline {
                 return Err(failure);
             }
             on_retry(&failure, retries + throttles, wait);
