@@ -63,6 +63,8 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon data avail warn = 1
+# A CI machine's disk may be fuller than the monitor's 5 % default allows.
+mon data avail crit = 0
 run dir = $dir/run
 log file = $dir/log/\$name.log
 admin socket = $dir/run/\$name.asok
@@ -87,7 +89,7 @@ CONF
   local c=(-c "$conf")
   # Several steps below are quiet on success; if one fails, say which and show the logs.
   trap 'echo "rgw.sh: start failed at line $LINENO; logs in $dir/log" >&2;
-        tail -n 15 "$dir"/log/*.out 2>/dev/null >&2' ERR
+        tail -n 15 "$dir"/log/*.out "$dir"/log/*.log 2>/dev/null >&2; df -h "$dir" >&2' ERR
   monmaptool --create --addv a "[v2:127.0.0.1:$monport]" --fsid "$fsid" "$dir/monmap" >/dev/null
   ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
   ceph-mon "${c[@]}" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"

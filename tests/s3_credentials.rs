@@ -232,6 +232,42 @@ fn a_failing_refresh_keeps_the_keys_until_they_expire_then_names_the_source() {
     watcher.0.join().unwrap();
 }
 
+/// Keys that arrive already expired (a metadata service with a stale answer, a clock
+/// that is off) are used for a while, not fetched again for every request.
+#[test]
+fn keys_that_arrive_expired_are_not_fetched_for_every_request() {
+    const TEST: &str = "keys_that_arrive_expired_are_not_fetched_for_every_request";
+    if role().as_deref() == Some(TEST) {
+        let (store, _cleanup) = child_store(CredentialSource::Imds, |_| {});
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..10 {
+                        store.write_block(&format!("t{t}/{i}"), b"x").unwrap();
+                    }
+                });
+            }
+        });
+        return;
+    }
+    if skipped_off_moto(TEST) {
+        return;
+    }
+    let responder = Responder::start(Duration::from_secs(3600), "unused");
+    responder.give_stale_keys(true);
+    let proxy = Proxy::start(&server().endpoint);
+    let home = tempfile::tempdir().unwrap();
+    succeeded(&child(
+        TEST,
+        &proxy,
+        home.path(),
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", responder.endpoint())],
+    ));
+    assert_eq!(responder.issued().len(), 1, "80 writes, one fetch");
+    assert_eq!(signers(&proxy.take_seen()).len(), 1);
+}
+
 #[test]
 fn an_imds_that_never_answers_fails_within_the_time_limit() {
     const TEST: &str = "an_imds_that_never_answers_fails_within_the_time_limit";
@@ -240,12 +276,26 @@ fn an_imds_that_never_answers_fails_within_the_time_limit() {
             child_store(CredentialSource::Chain, |c| c.request_timeout_secs = 2);
         let started = Instant::now();
         let e = store.health_check().unwrap_err();
+        // The metadata sources have six seconds, all their requests together.
         assert!(
-            started.elapsed() < Duration::from_secs(6),
+            started.elapsed() < Duration::from_secs(8),
             "{:?}",
             started.elapsed()
         );
+        // No keys is PermissionDenied; retryable, since the source may answer later.
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.is_retryable());
+        // For five seconds the store does not ask again: the same error at once.
+        let started = Instant::now();
+        assert_eq!(
+            store.health_check().unwrap_err().kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             e.to_string()
                 .contains(&std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap()),

@@ -182,6 +182,7 @@ fn sse_c_sends_its_key_on_writes_reads_and_sizes_never_on_lists_or_deletes() {
         ] {
             assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
             assert!(!e.to_string().contains(&encoded), "{e}");
+            assert!(e.to_string().contains("another SSE-C key"), "{e}");
         }
     }
     assert_eq!(store.read_block("k/2").unwrap(), b"kept");
@@ -452,4 +453,21 @@ fn a_bucket_in_another_region_is_a_config_error_naming_it() {
     }
     assert_eq!(put.request_id(), Some("R1"));
     assert_eq!(proxy.take_seen().len(), 3, "none retried");
+}
+
+/// With virtual-hosted addressing the host that fails to resolve is the bucket's; the
+/// error names it.
+#[test]
+fn a_virtual_host_that_does_not_resolve_is_named() {
+    let mut c = config();
+    c.force_path_style = false;
+    c.endpoint = "http://nosuchhost.invalid:9".into();
+    c.max_retries = 0;
+    let bucket = c.bucket.clone();
+    let e = S3Store::open(c).unwrap().health_check().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("http://{bucket}.nosuchhost.invalid:9")),
+        "{e}"
+    );
 }

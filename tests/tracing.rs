@@ -252,3 +252,39 @@ fn a_scan_is_one_span_and_close_is_one_too() {
     assert_eq!(closes.len(), 1, "{spans:?}");
     assert_eq!(field(closes[0], "outcome"), "ok");
 }
+
+/// A flood of throttling is one warning (with the count), each retry at debug.
+#[cfg(feature = "s3")]
+#[test]
+fn throttling_is_one_warning_not_one_per_retry() {
+    use support::proxy::Proxy;
+    let proxy = Proxy::start(&support::s3::server().endpoint);
+    let mut config = support::s3::config();
+    let _cleanup = support::s3::Cleanup(config.clone());
+    config.endpoint = proxy.endpoint();
+    let store = blockstore::S3Store::open(config).unwrap();
+    store.write_block("t/k", b"x").unwrap();
+    proxy.fail_next_method("GET", 4, 503, "SlowDown");
+    let (_, events) = traced(|| assert_eq!(store.read_block("t/k").unwrap(), b"x"));
+    let message = |level: &str, text: &str| {
+        events
+            .iter()
+            .filter(|(l, f)| l == level && f.get("message").is_some_and(|m| m.contains(text)))
+            .count()
+    };
+    assert_eq!(
+        message("WARN", "S3 is throttling the store"),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        message("DEBUG", "S3 request throttled; retrying"),
+        4,
+        "{events:?}"
+    );
+    assert_eq!(
+        message("WARN", "S3 request failed; retrying"),
+        0,
+        "{events:?}"
+    );
+}

@@ -506,7 +506,8 @@ fn bench_counts_retries_and_health_shows_recent_errors() {
     assert_eq!(json["throttled"], 3, "{json}");
     assert!(json["attempts"].as_u64().unwrap() > 3, "{json}");
 
-    // A retry is a warning on stderr, which `-q` silences.
+    // Throttling is a warning on stderr (one summary per ten seconds), which `-q`
+    // silences.
     for (quiet, expect_warning) in [(false, true), (true, false)] {
         proxy.fail_next_method("PUT", 1, 503, "SlowDown");
         let mut cmd = cli(&config);
@@ -521,7 +522,7 @@ fn bench_counts_retries_and_health_shows_recent_errors() {
         assert!(out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
-            stderr.contains("retrying"),
+            stderr.contains("WARN") && stderr.contains("S3 is throttling the store"),
             expect_warning,
             "quiet {quiet}: {stderr}"
         );

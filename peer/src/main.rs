@@ -2,6 +2,7 @@
 //!
 //!   cargo run --release -- fs DIR [ROUNDS]
 //!   cargo run --release -- s3 ENDPOINT BUCKET [ROUNDS]    (credentials test / testtesttest)
+//!   cargo run --release -- s3-scale ENDPOINT BUCKET [N]   (listing and prefix-deleting N keys)
 //!
 //! Each round runs every workload twice, once per client, the client that goes first
 //! alternating between rounds. The report gives, per workload, both rates and the
@@ -113,9 +114,144 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// This process's resident memory, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Writes `n` 16-byte objects under `prefix` with 32 threads (through ours: the
+/// seeding is not measured).
+fn seed(store: &Arc<dyn BlockStore>, prefix: &str, n: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..32 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                store.write_block(&format!("{prefix}k{i:07}"), b"0123456789abcdef").unwrap();
+            });
+        }
+    });
+}
+
+/// Listing and deleting by prefix at scale, on S3: ours (a streaming scan,
+/// delete_by_prefix) against object_store (`list`, `delete_stream` of that listing).
+fn scale(rt: &tokio::runtime::Runtime, ours: &Arc<dyn BlockStore>, theirs: &Arc<dyn ObjectStore>, n: usize) {
+    use futures::TryStreamExt;
+    let list_prefix = "peer-scale/list/";
+    let _ = ours.delete_by_prefix("peer-scale/");
+    let t = Instant::now();
+    seed(ours, list_prefix, n);
+    println!("seeded {n} keys in {:.1} s", t.elapsed().as_secs_f64());
+    println!("{:<22} {:>10} {:>10} {:>8} {:>12} {:>12}", "workload", "ours s", "theirs s", "ratio", "ours RSS+", "theirs RSS+");
+    let (mut ratios, mut o_best, mut t_best) = (Vec::new(), f64::MAX, f64::MAX);
+    let (mut o_rss, mut t_rss) = (0f64, 0f64);
+    for round in 0..3 {
+        let run_ours = || {
+            let before = rss_mib();
+            let t = Instant::now();
+            let mut count = 0;
+            let mut peak = before;
+            for b in ours.scan(list_prefix, None).unwrap() {
+                b.unwrap();
+                count += 1;
+                if count % 10_000 == 0 {
+                    peak = peak.max(rss_mib());
+                }
+            }
+            assert_eq!(count, n);
+            (t.elapsed().as_secs_f64(), peak - before)
+        };
+        let run_theirs = || {
+            let before = rss_mib();
+            let t = Instant::now();
+            let (count, peak) = rt.block_on(async {
+                let mut s = theirs.list(Some(&ObjPath::from(list_prefix)));
+                let (mut count, mut peak) = (0usize, before);
+                while let Some(m) = s.try_next().await.unwrap() {
+                    let _ = m;
+                    count += 1;
+                    if count % 10_000 == 0 {
+                        peak = peak.max(rss_mib());
+                    }
+                }
+                (count, peak)
+            });
+            assert_eq!(count, n);
+            (t.elapsed().as_secs_f64(), peak - before)
+        };
+        let ((o, orss), (th, trss)) = if round % 2 == 0 {
+            let a = run_ours();
+            (a, run_theirs())
+        } else {
+            let b = run_theirs();
+            (run_ours(), b)
+        };
+        ratios.push(th / o);
+        o_best = o_best.min(o);
+        t_best = t_best.min(th);
+        o_rss = o_rss.max(orss);
+        t_rss = t_rss.max(trss);
+    }
+    println!("{:<22} {:>10.2} {:>10.2} {:>7.2}x {:>9.1} MiB {:>9.1} MiB", format!("list {n}"), o_best, t_best, median(ratios), o_rss, t_rss);
+    // Prefix deletes: each client deletes its own copy; theirs goes first.
+    let (ours_del, theirs_del) = ("peer-scale/del-ours/", "peer-scale/del-theirs/");
+    seed(ours, ours_del, n);
+    seed(ours, theirs_del, n);
+    let before = rss_mib();
+    let t = Instant::now();
+    let deleted = rt.block_on(async {
+        let locations = theirs
+            .list(Some(&ObjPath::from(theirs_del)))
+            .map_ok(|m| m.location)
+            .boxed();
+        theirs.delete_stream(locations).try_collect::<Vec<_>>().await.unwrap().len()
+    });
+    let (th, trss) = (t.elapsed().as_secs_f64(), rss_mib() - before);
+    assert_eq!(deleted, n);
+    let before = rss_mib();
+    let t = Instant::now();
+    assert_eq!(ours.delete_by_prefix(ours_del).unwrap(), n as u64);
+    let (o, orss) = (t.elapsed().as_secs_f64(), rss_mib() - before);
+    println!("{:<22} {:>10.2} {:>10.2} {:>7.2}x {:>9.1} MiB {:>9.1} MiB", format!("delete_by_prefix {n}"), o, th, th / o, orss, trss);
+    let _ = ours.delete_by_prefix("peer-scale/");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    if args.get(1).map(String::as_str) == Some("s3-scale") {
+        let (endpoint, bucket) = (&args[2], &args[3]);
+        let n = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(100_000);
+        let mut c = S3Config::new(bucket.as_str());
+        c.endpoint = endpoint.clone();
+        c.force_path_style = true;
+        c.key_prefix = String::new();
+        c.access_key_id = "test".into();
+        c.secret_access_key = "testtesttest".into();
+        let ours: Arc<dyn BlockStore> = Arc::new(S3Store::open(c).unwrap());
+        let theirs: Arc<dyn ObjectStore> = Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(endpoint)
+                .with_bucket_name(bucket)
+                .with_region("us-east-1")
+                .with_access_key_id("test")
+                .with_secret_access_key("testtesttest")
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .build()
+                .unwrap(),
+        );
+        scale(&rt, &ours, &theirs, n);
+        return;
+    }
     let (ours, theirs, loads, rounds): (Arc<dyn BlockStore>, Arc<dyn ObjectStore>, Vec<Load>, usize) = match args.get(1).map(String::as_str) {
         Some("fs") => {
             let dir = std::path::PathBuf::from(&args[2]);
@@ -160,7 +296,7 @@ fn main() {
             (Arc::new(ours), Arc::new(theirs), loads, args.get(4).and_then(|r| r.parse().ok()).unwrap_or(5))
         }
         _ => {
-            eprintln!("usage: blockstore-peer fs DIR [ROUNDS] | s3 ENDPOINT BUCKET [ROUNDS]");
+            eprintln!("usage: blockstore-peer fs DIR [ROUNDS] | s3 ENDPOINT BUCKET [ROUNDS] | s3-scale ENDPOINT BUCKET [N]");
             std::process::exit(2);
         }
     };

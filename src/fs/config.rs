@@ -116,6 +116,18 @@ impl FsConfig {
                 &format!("must give the owner read, write and search permission (0o700){dir_hint}"),
             );
         }
+        if self.dir_mode & 0o5000 != 0 {
+            return bad(
+                "dir_mode",
+                "must not have the setuid (0o4000) or sticky (0o1000) bit: the sticky bit would keep the store from removing other users' files; setgid (0o2000) is allowed",
+            );
+        }
+        if self.file_mode & 0o7000 != 0 {
+            return bad(
+                "file_mode",
+                "must not have the setuid, setgid or sticky bits (0o7000): blocks are data, not programs",
+            );
+        }
         if self.file_mode > 0o7777 {
             return bad(
                 "file_mode",
@@ -147,11 +159,18 @@ mod tests {
     fn modes_are_permission_bits_and_let_the_owner_in() {
         let mut config = FsConfig::new("/srv/blocks");
         assert_eq!(refused(&config), None);
-        // Every permission bit, setuid/setgid/sticky included, is a valid mode.
-        config.dir_mode = 0o7777;
-        config.file_mode = 0o7777;
+        // Every permission bit is a valid mode, and setgid on directories (group
+        // inheritance); setuid and sticky directories, and special bits on block files,
+        // are not.
+        config.dir_mode = 0o2777;
+        config.file_mode = 0o777;
         assert_eq!(refused(&config), None);
         for (dir_mode, file_mode, key) in [
+            (0o4755, 0o644, "dir_mode"),
+            (0o1755, 0o644, "dir_mode"),
+            (0o755, 0o4644, "file_mode"),
+            (0o755, 0o2644, "file_mode"),
+            (0o755, 0o1644, "file_mode"),
             (0o10000, 0o644, "dir_mode"),
             (0o10755, 0o644, "dir_mode"),
             (0o755, 0o10000, "file_mode"),

@@ -209,6 +209,13 @@ impl Client {
             http.clone(),
             Duration::from_secs(config.request_timeout_secs),
         )?;
+        // Errors name the host requests go to: with virtual-hosted addressing, the
+        // bucket's own (whose name may be the one that does not resolve).
+        let endpoint = if config.force_path_style {
+            endpoint
+        } else {
+            bucket.url()
+        };
         let target = Target {
             credentials: Arc::new(credentials::Provider::new(source, clients)),
             http,

@@ -215,8 +215,9 @@ pub(crate) enum AttemptError {
     Invalid(String),
     /// The endpoint's TLS certificate was refused: not retried.
     Tls(String),
-    /// No keys could be had from the credential source (the message names it).
-    Credentials(String),
+    /// No keys could be had from the credential source (the message names it), and
+    /// whether that may pass (the source did not answer).
+    Credentials(String, bool),
     /// The store's own rate limit (after throttling, or `max_requests_per_second`)
     /// left no slot before the call's deadline: the request was never sent.
     RateLimited(f64),
@@ -285,7 +286,7 @@ impl AttemptError {
             AttemptError::Connect(_) | AttemptError::TimedOut | AttemptError::Transport(_) => true,
             AttemptError::Invalid(_) => true,
             AttemptError::Tls(_)
-            | AttemptError::Credentials(_)
+            | AttemptError::Credentials(..)
             | AttemptError::RateLimited(_)
             | AttemptError::Other(_) => false,
         }
@@ -320,7 +321,7 @@ impl AttemptError {
             },
             AttemptError::Connect(_) => "connect",
             AttemptError::Tls(_) => "tls",
-            AttemptError::Credentials(_) => "credentials",
+            AttemptError::Credentials(..) => "credentials",
             AttemptError::TimedOut => "timeout",
             AttemptError::Transport(_) => "transport",
             AttemptError::Invalid(_) => "invalid_reply",
@@ -347,7 +348,11 @@ impl AttemptError {
     /// which errors about the endpoint or the bucket name.
     pub(crate) fn into_error_at(self, op: Op, key: &str, changes: Changes, place: &Place) -> Error {
         // Waiting longer than the deadline may well succeed.
-        let retryable = self.is_retryable() || matches!(self, AttemptError::RateLimited(_));
+        let retryable = self.is_retryable()
+            || matches!(
+                self,
+                AttemptError::RateLimited(_) | AttemptError::Credentials(_, true)
+            );
         let unknown = if changes == Changes::Possible {
             "; the outcome is unknown: the change may still take effect"
         } else {
@@ -405,7 +410,9 @@ impl AttemptError {
             AttemptError::Invalid(why) => Error::new(ErrorKind::Backend, op).with_detail(format!(
                 "the server's reply does not match the request: {why}{unknown}"
             )),
-            AttemptError::Credentials(why) => Error::new(ErrorKind::PermissionDenied, op).with_detail(why),
+            // No keys: a permission problem, retryable when the source only failed to
+            // answer (it may answer later).
+            AttemptError::Credentials(why, _) => Error::new(ErrorKind::PermissionDenied, op).with_detail(why),
             AttemptError::RateLimited(rate) => Error::new(ErrorKind::Busy, op).with_detail(format!(
                 "throttled: the store's request rate limit ({rate:.1}/s) left no slot before the call's deadline (operation_deadline_secs)"
             )),

@@ -185,7 +185,7 @@ pub(crate) async fn signed(
             let now = long_date(&OffsetDateTime::now_utc())?;
             headers.insert(HeaderName::from_static("x-amz-date"), header(&now)?);
         }
-        Err(why) => return Err(AttemptError::Credentials(why)),
+        Err(failed) => return Err(AttemptError::Credentials(failed.why, failed.transient)),
     }
     let mut request = target.http.request(method, url).headers(headers);
     if let Some(timeout) = bucket.request_timeout() {

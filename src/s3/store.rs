@@ -122,6 +122,8 @@ struct Inner {
     policy: RetryPolicy,
     /// Every request of the store takes a slot here first.
     limiter: RateLimiter,
+    /// Writes are encrypted with SSE-KMS (for the hints of errors).
+    sse_kms: bool,
     /// The digests every write sends.
     digests: Digests,
     /// Cleared by `batch_delete = false`, or once the server said it does not
@@ -166,6 +168,7 @@ impl S3Backend {
                 attempt_timeout: Duration::from_secs(config.request_timeout_secs),
                 deadline: Duration::from_secs(config.operation_deadline_secs),
             },
+            sse_kms: config.sse == Some(super::config::Sse::AwsKms),
             limiter: RateLimiter::new(Limits {
                 max_per_second: (config.max_requests_per_second > 0)
                     .then_some(f64::from(config.max_requests_per_second)),
@@ -308,14 +311,39 @@ impl Inner {
             }
         }
         #[cfg(feature = "tracing")]
-        tracing::warn!(
-            method,
-            retry,
-            cause = failure.cause(),
-            wait_ms = wait.as_millis() as u64,
-            failure = ?failure,
-            "S3 request failed; retrying"
-        );
+        if failure.is_throttle() {
+            // Throttling comes in floods: each retry at debug, a summary at warn at most
+            // every THROTTLE_WARNING.
+            tracing::debug!(
+                method,
+                retry,
+                cause = failure.cause(),
+                wait_ms = wait.as_millis() as u64,
+                "S3 request throttled; retrying"
+            );
+            let throttled = self.counters.throttled.load(Ordering::Relaxed);
+            let mut last = self.counters.throttle_warning.lock();
+            let due = last.is_none_or(|(at, _)| at.elapsed() >= THROTTLE_WARNING);
+            if due {
+                let since = throttled - last.map_or(0, |(_, n)| n);
+                *last = Some((std::time::Instant::now(), throttled));
+                drop(last);
+                tracing::warn!(
+                    throttled = since,
+                    rate_limit = self.limiter.current().map_or(0, |r| r.ceil() as u64),
+                    "S3 is throttling the store: {since} requests throttled since the last warning; the store slows down and retries"
+                );
+            }
+        } else {
+            tracing::warn!(
+                method,
+                retry,
+                cause = failure.cause(),
+                wait_ms = wait.as_millis() as u64,
+                failure = ?failure,
+                "S3 request failed; retrying"
+            );
+        }
         #[cfg(not(feature = "tracing"))]
         let _ = (retry, wait, method);
     }
@@ -323,8 +351,27 @@ impl Inner {
     /// The error a caller sees for `f`; a missing bucket makes the store check the
     /// bucket again at the next HEAD 404.
     fn fail(&self, f: AttemptError, op: Op, key: &str, changes: Changes) -> Error {
-        let names_source = !matches!(f, AttemptError::Credentials(_));
+        let names_source = !matches!(f, AttemptError::Credentials(..));
+        let status = f.status();
+        let about_encryption = matches!(&f, AttemptError::Reply(r) if r.message.to_ascii_lowercase().contains("encryption"));
         let mut e = f.into_error_at(op, key, changes, &self.place);
+        // With encryption configured, some refusals are about the keys of the
+        // encryption, not of the credentials.
+        let reads = matches!(op, Op::Read | Op::ReadRange | Op::Size);
+        // A HEAD has no body to say why; a 400 to it is what SSE-C objects answer.
+        let head_400 = op == Op::Size && status == Some(400);
+        if (about_encryption || head_400 || !self.target.customer_key.is_empty())
+            && reads
+            && matches!(status, Some(400 | 403))
+        {
+            e = e.with_detail(
+                "the block may have been written with another SSE-C key (sse_customer_key), or without one",
+            );
+        } else if self.sse_kms && op == Op::Write && status == Some(403) {
+            e = e.with_detail(
+                "or the server does not know the KMS key (sse_kms_key_id), or the credentials may not use it",
+            );
+        }
         if e.kind() == ErrorKind::PermissionDenied && names_source {
             e = e.with_detail(format!(
                 "credentials: {}",
@@ -636,7 +683,12 @@ struct RequestCounters {
     attempts: AtomicU64,
     retries: AtomicU64,
     throttled: AtomicU64,
+    /// When throttling was last a warning, and the count then.
+    throttle_warning: parking_lot::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// Throttling is a `warn` event at most this often per store.
+const THROTTLE_WARNING: Duration = Duration::from_secs(10);
 
 /// Delete batches of one prefix delete in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;

@@ -24,6 +24,8 @@ struct State {
     next: AtomicU64,
     failing: AtomicBool,
     silent: AtomicBool,
+    /// Give out keys that expired a minute ago.
+    stale: AtomicBool,
     lifetime_ms: AtomicU64,
     /// The `Authorization` the container endpoint expects.
     container_token: Mutex<String>,
@@ -76,6 +78,11 @@ impl Responder {
         self.state.failing.store(on, Ordering::SeqCst);
     }
 
+    /// While on, the keys given out expired a minute before they are given.
+    pub fn give_stale_keys(&self, on: bool) {
+        self.state.stale.store(on, Ordering::SeqCst);
+    }
+
     /// While on, requests are read and never answered.
     pub fn go_silent(&self, on: bool) {
         self.state.silent.store(on, Ordering::SeqCst);
@@ -104,7 +111,11 @@ fn reply(client: &mut TcpStream, status: &str, headers: &[String], body: &str) {
 fn keys_json(state: &State) -> String {
     let n = state.next.fetch_add(1, Ordering::SeqCst);
     let lifetime = Duration::from_millis(state.lifetime_ms.load(Ordering::SeqCst));
-    let expires = SystemTime::now() + lifetime;
+    let expires = if state.stale.load(Ordering::SeqCst) {
+        SystemTime::now() - Duration::from_secs(60)
+    } else {
+        SystemTime::now() + lifetime
+    };
     let access_key_id = format!("ASIARESPONDER{n:06}");
     state.issued.lock().unwrap().push(Issued {
         access_key_id: access_key_id.clone(),

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{config_error, Env, Fetched, JsonKeys};
+use super::{config_error, transient, Env, Failed, Fetched, JsonKeys};
 use crate::error::Result;
 
 /// A container credentials endpoint and how to authorize to it.
@@ -64,15 +64,15 @@ impl Container {
     pub(crate) async fn fetch(
         &self,
         http: &reqwest::Client,
-    ) -> std::result::Result<Fetched, String> {
+    ) -> std::result::Result<Fetched, Failed> {
         let token = match (&self.token_file, &self.token) {
             (Some(file), _) => Some(
                 std::fs::read_to_string(file)
                     .map_err(|e| {
-                        format!(
+                        Failed::from(format!(
                             "cannot read the authorization token file {}: {e}",
                             file.display()
-                        )
+                        ))
                     })?
                     .trim()
                     .to_owned(),
@@ -84,20 +84,25 @@ impl Container {
             request = request.header(reqwest::header::AUTHORIZATION, token);
         }
         let reply = request.send().await.map_err(|e| {
-            format!(
+            transient(format!(
                 "{}: {}",
                 self.uri,
                 super::super::error::chain(&e.without_url())
-            )
+            ))
         })?;
         let status = reply.status().as_u16();
         let body = reply
             .bytes()
             .await
-            .map_err(|e| format!("{}: {e}", self.uri))?;
+            .map_err(|e| transient(format!("{}: {e}", self.uri)))?;
         if status != 200 {
-            return Err(format!("{} answered HTTP {status}", self.uri));
+            let why = format!("{} answered HTTP {status}", self.uri);
+            return Err(if status >= 500 || status == 429 {
+                transient(why)
+            } else {
+                Failed::from(why)
+            });
         }
-        JsonKeys::parse(&body, &self.uri)
+        JsonKeys::parse(&body, &self.uri).map_err(Failed::from)
     }
 }

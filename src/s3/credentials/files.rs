@@ -24,12 +24,59 @@ pub(super) struct Files {
 }
 
 fn load(path: PathBuf, variable: &str) -> Result<(PathBuf, Option<Ini>)> {
-    if !path.exists() {
-        return Ok((path, None));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((path, None)),
+        Err(e) => {
+            return Err(config_error(
+                variable,
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    // The INI reader is lenient where these files must not be: a stray line would
+    // swallow the sections after it without a word.
+    if let Err((line, why)) = check_lines(&text) {
+        return Err(config_error(
+            variable,
+            format!("{} line {line}: {why}", path.display()),
+        ));
     }
-    let ini = Ini::load_from_file_noescape(&path)
+    let ini = Ini::load_from_str_noescape(&text)
         .map_err(|e| config_error(variable, format!("cannot read {}: {e}", path.display())))?;
     Ok((path, Some(ini)))
+}
+
+/// Every line of a shared file is blank, a comment, a `[section]`, a `key = value`
+/// inside a section, or an indented line under a `key =` (a nested setting).
+fn check_lines(text: &str) -> std::result::Result<(), (usize, String)> {
+    let mut in_section = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            if !line.ends_with(']') || line.len() < 3 {
+                return Err((i + 1, format!("{line:?} is not a [section] header")));
+            }
+            in_section = true;
+            continue;
+        }
+        if raw.starts_with([' ', '\t']) && in_section {
+            continue;
+        }
+        if !line.contains('=') {
+            return Err((
+                i + 1,
+                format!("{line:?} is neither a [section] nor a key = value line"),
+            ));
+        }
+        if !in_section {
+            return Err((i + 1, format!("{line:?} comes before any [section]")));
+        }
+    }
+    Ok(())
 }
 
 impl Files {
@@ -255,9 +302,27 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_file_is_named() {
-        let (_dir, env) = files("[default\naws_access_key_id = x\n", "");
-        let e = Files::from_env(&env).err().expect("an error");
-        assert!(e.to_string().contains("credentials"), "{e}");
+    fn a_malformed_file_is_named_with_its_line() {
+        for (text, line, says) in [
+            ("[default\naws_access_key_id = x\n", 1, "not a [section]"),
+            ("garbage\n[default]\naws_access_key_id = x\n", 1, "neither"),
+            ("[default]\naws_access_key_id = x\nstray\n", 3, "neither"),
+            ("key = value\n[default]\n", 1, "before any [section]"),
+        ] {
+            let (_dir, env) = files(text, "");
+            let e = Files::from_env(&env).err().expect("an error");
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&format!("credentials line {line}: ")),
+                "{text:?}: {shown}"
+            );
+            assert!(shown.contains(says), "{text:?}: {shown}");
+        }
+        // Nested settings under a key (as the AWS CLI writes them) are fine.
+        let (_dir, env) = files(
+            "",
+            "[profile x]\ns3 =\n  max_concurrent_requests = 20\nregion = eu-west-1\n",
+        );
+        assert!(Files::from_env(&env).is_ok());
     }
 }

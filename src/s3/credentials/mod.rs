@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -32,6 +32,42 @@ use super::config::{CredentialSource, S3Config};
 
 /// How long before expiry temporary keys are refreshed (at most half their lifetime).
 const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// Why keys could not be had, and whether trying again later may help (an endpoint
+/// that did not answer or answered 5xx) or not (keys refused, a file missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failed {
+    pub(crate) why: String,
+    pub(crate) transient: bool,
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed {
+            why,
+            transient: false,
+        }
+    }
+}
+
+/// A failure that may pass: no answer, a connection refused, a 5xx.
+pub(crate) fn transient(why: String) -> Failed {
+    Failed {
+        why,
+        transient: true,
+    }
+}
+
+/// How long keys that arrive already expired (or about to) are used before they are
+/// fetched again, as the AWS SDKs do: a metadata service with a stale answer must not
+/// be asked again for every request.
+const STALE_GRACE: Duration = Duration::from_secs(5 * 60);
+/// After a failed refresh, the next is not tried sooner than this, in the background or
+/// (once the keys expired) for callers, who get the last failure meanwhile.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+/// The most a fetch from a link-local metadata service may take, all its requests
+/// together.
+const METADATA_LIMIT: Duration = Duration::from_secs(6);
 
 /// Signing keys. `Debug` shows the access key id only.
 #[derive(Clone, PartialEq, Eq)]
@@ -133,7 +169,7 @@ impl Source {
         clients: &'a Clients,
     ) -> std::pin::Pin<
         Box<
-            dyn std::future::Future<Output = std::result::Result<Option<Fetched>, String>>
+            dyn std::future::Future<Output = std::result::Result<Option<Fetched>, Failed>>
                 + Send
                 + 'a,
         >,
@@ -153,10 +189,10 @@ impl Source {
                 } => {
                     // Re-read at every refresh: the platform rotates the token.
                     let token = std::fs::read_to_string(token_file).map_err(|e| {
-                        format!(
+                        Failed::from(format!(
                             "cannot read the web identity token file {}: {e}",
                             token_file.display()
-                        )
+                        ))
                     })?;
                     sts::assume_role_with_web_identity(
                         &clients.general,
@@ -179,9 +215,14 @@ impl Source {
                     let base_keys = base
                         .fetch(clients)
                         .await
-                        .map_err(|e| format!("{}: {e}", base.describe()))?
+                        .map_err(|e| Failed {
+                            why: format!("{}: {}", base.describe(), e.why),
+                            transient: e.transient,
+                        })?
                         .ok_or_else(|| {
-                            "the source profile has no keys to sign AssumeRole".to_owned()
+                            Failed::from(
+                                "the source profile has no keys to sign AssumeRole".to_owned(),
+                            )
                         })?;
                     sts::assume_role(
                         &clients.general,
@@ -251,8 +292,8 @@ pub(crate) struct Provider {
     refresh: tokio::sync::Mutex<()>,
     /// A refresh ahead of expiry is running in the background.
     refreshing_ahead: AtomicBool,
-    /// Why the last refresh failed, if it did.
-    last_error: Mutex<Option<String>>,
+    /// Why the last refresh failed, if it did, and when.
+    last_error: Mutex<Option<(Failed, Instant)>>,
 }
 
 impl fmt::Debug for Provider {
@@ -296,8 +337,9 @@ impl Provider {
     }
 
     /// The keys to sign with now (`None`: anonymous). Keys near expiry are refreshed
-    /// in the background; expired ones are refreshed before the caller goes on.
-    pub(crate) async fn keys(self: &Arc<Self>) -> std::result::Result<Option<Keys>, String> {
+    /// in the background; expired ones are refreshed before the caller goes on, at most
+    /// once per [`REFRESH_RETRY`] while the source keeps failing.
+    pub(crate) async fn keys(self: &Arc<Self>) -> std::result::Result<Option<Keys>, Failed> {
         if let Some(keys) = self.usable() {
             return Ok(keys);
         }
@@ -306,11 +348,48 @@ impl Provider {
         if let Some(keys) = self.usable() {
             return Ok(keys);
         }
-        self.refresh_now().await
+        if let Some(failed) = self.recent_failure() {
+            return Err(self.no_keys(&failed));
+        }
+        match self.refresh_now().await {
+            Ok(keys) => Ok(keys),
+            Err(failed) => Err(self.no_keys(&failed)),
+        }
+    }
+
+    /// The last failure, while it is recent enough to stand for the next attempt.
+    fn recent_failure(&self) -> Option<Failed> {
+        self.last_error
+            .lock()
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < REFRESH_RETRY)
+            .map(|(f, _)| f.clone())
+    }
+
+    /// The error for a caller whose keys expired (or never came) and could not be had.
+    fn no_keys(&self, failed: &Failed) -> Failed {
+        let current = self.current.lock().clone();
+        let why = match current.and_then(|f| f.0.expires) {
+            Some(expired) => format!(
+                "the credentials from {} expired at {} and could not be refreshed: {}",
+                self.described,
+                rfc3339(expired),
+                failed.why
+            ),
+            None => format!(
+                "cannot get credentials from {}: {}",
+                self.described, failed.why
+            ),
+        };
+        Failed {
+            why,
+            transient: failed.transient,
+        }
     }
 
     /// The current keys if they are still valid, starting a refresh ahead of expiry
-    /// when it is due; `None` when the caller must refresh.
+    /// when it is due (and no failed one is recent); `None` when the caller must
+    /// refresh.
     fn usable(self: &Arc<Self>) -> Option<Option<Keys>> {
         let now = SystemTime::now();
         let current = self.current.lock().clone();
@@ -319,7 +398,10 @@ impl Provider {
         if !valid {
             return None;
         }
-        if due && !self.refreshing_ahead.swap(true, Ordering::AcqRel) {
+        if due
+            && self.recent_failure().is_none()
+            && !self.refreshing_ahead.swap(true, Ordering::AcqRel)
+        {
             let provider = self.clone();
             tokio::spawn(async move {
                 let _one = provider.refresh.lock().await;
@@ -337,12 +419,34 @@ impl Provider {
         Some(fetched.0.keys_option())
     }
 
-    /// Fetches keys now; on failure the current keys stay while they are valid.
-    async fn refresh_now(&self) -> std::result::Result<Option<Keys>, String> {
-        match self.source.fetch(&self.clients).await {
-            Ok(Some(fetched)) => {
+    /// Fetches keys now, within the source's time limit; on failure the current keys
+    /// stay while they are valid.
+    async fn refresh_now(&self) -> std::result::Result<Option<Keys>, Failed> {
+        let limit = match self.source {
+            Source::Imds { .. } | Source::Container(_) => METADATA_LIMIT,
+            _ => self.clients.timeout,
+        };
+        let fetched = match tokio::time::timeout(limit, self.source.fetch(&self.clients)).await {
+            Ok(result) => result,
+            Err(_) => Err(transient(format!("no keys within {} s", limit.as_secs()))),
+        };
+        match fetched {
+            Ok(Some(mut fetched)) => {
+                let now = SystemTime::now();
+                // Keys already expired: use them a while rather than ask again for every
+                // request (a metadata service with a stale answer, or a clock that is
+                // off); the server says whether it still takes them.
+                if fetched.expires.is_some_and(|e| e <= now) {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(
+                        credentials = self.described.as_str(),
+                        expires = fetched.expires.map(rfc3339).unwrap_or_default(),
+                        "the credential source gave keys that have expired (is the clock right?); using them for five minutes"
+                    );
+                    fetched.expires = Some(now + STALE_GRACE);
+                }
                 let keys = fetched.keys.clone();
-                *self.current.lock() = Some(Arc::new((fetched, SystemTime::now())));
+                *self.current.lock() = Some(Arc::new((fetched, now)));
                 *self.last_error.lock() = None;
                 Ok(Some(keys))
             }
@@ -350,22 +454,12 @@ impl Provider {
                 *self.current.lock() = Some(Arc::new((Fetched::anonymous(), SystemTime::now())));
                 Ok(None)
             }
-            Err(why) => {
-                *self.last_error.lock() = Some(why.clone());
+            Err(failed) => {
+                *self.last_error.lock() = Some((failed.clone(), Instant::now()));
                 let current = self.current.lock().clone();
                 match current {
                     Some(f) if state(&f.0, f.1, SystemTime::now()).0 => Ok(f.0.keys_option()),
-                    Some(f) => Err(format!(
-                        "the credentials from {} expired{} and could not be refreshed: {why}",
-                        self.described,
-                        f.0.expires
-                            .map(|e| format!(" at {}", rfc3339(e)))
-                            .unwrap_or_default()
-                    )),
-                    None => Err(format!(
-                        "cannot get credentials from {}: {why}",
-                        self.described
-                    )),
+                    _ => Err(failed),
                 }
             }
         }
@@ -379,7 +473,7 @@ impl Provider {
 
     /// Why the last refresh failed, if it did (for `health`).
     pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error.lock().clone()
+        self.last_error.lock().as_ref().map(|(f, _)| f.why.clone())
     }
 }
 

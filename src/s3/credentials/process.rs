@@ -4,32 +4,48 @@
 
 use std::time::Duration;
 
-use super::{Fetched, JsonKeys};
+use super::{transient, Failed, Fetched, JsonKeys};
 
-pub(crate) async fn run(command: &str, limit: Duration) -> Result<Fetched, String> {
+pub(crate) async fn run(command: &str, limit: Duration) -> Result<Fetched, Failed> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // A group of its own: on a time-out everything it started is killed, not
+        // only the shell.
+        .process_group(0)
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(limit, child)
-        .await
-        .map_err(|_| format!("credential_process {command:?} did not finish within {limit:?}"))?
-        .map_err(|e| format!("cannot run credential_process {command:?}: {e}"))?;
-    if !out.status.success() {
+        .spawn()
+        .map_err(|e| Failed::from(format!("cannot run credential_process {command:?}: {e}")))?;
+    let group = child.id();
+    let (out, err, status) = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(output)) => (output.stdout, output.stderr, Ok(output.status)),
+        Ok(Err(e)) => (Vec::new(), Vec::new(), Err(e)),
+        Err(_) => {
+            if let Some(pid) = group.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: signals the process group made for this command only.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            return Err(transient(format!(
+                "credential_process {command:?} did not finish within {limit:?}"
+            )));
+        }
+    };
+    let status =
+        status.map_err(|e| Failed::from(format!("credential_process {command:?}: {e}")))?;
+    if !status.success() {
         // Its stderr may say why; its stdout may hold keys and is never shown.
-        let why: String = String::from_utf8_lossy(&out.stderr)
-            .chars()
-            .take(200)
-            .collect();
-        return Err(format!(
-            "credential_process {command:?} failed ({}): {}",
-            out.status,
+        let why: String = String::from_utf8_lossy(&err).chars().take(200).collect();
+        return Err(Failed::from(format!(
+            "credential_process {command:?} failed ({status}): {}",
             why.trim()
-        ));
+        )));
     }
-    JsonKeys::parse(&out.stdout, &format!("credential_process {command:?}"))
+    JsonKeys::parse(&out, &format!("credential_process {command:?}")).map_err(Failed::from)
 }
 
 #[cfg(test)]
@@ -52,10 +68,41 @@ mod tests {
         let e = runtime
             .block_on(run("echo oops >&2; exit 3", Duration::from_secs(5)))
             .unwrap_err();
-        assert!(e.contains("oops") && e.contains("exit status: 3"), "{e}");
+        assert!(
+            e.why.contains("oops") && e.why.contains("exit status: 3"),
+            "{e:?}"
+        );
+        assert!(!e.transient);
+    }
+
+    /// Whether a process runs whose command line is exactly `args`.
+    fn running(args: &[&str]) -> bool {
+        let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+    }
+
+    /// A command that hangs is killed at the time limit, with everything it started.
+    #[test]
+    fn a_hanging_command_is_killed_with_its_children() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The shell forks `sleep` (a second command follows), as a wrapper script would.
         let e = runtime
-            .block_on(run("sleep 5", Duration::from_millis(200)))
+            .block_on(run("sleep 613; true", Duration::from_millis(300)))
             .unwrap_err();
-        assert!(e.contains("did not finish"), "{e}");
+        assert!(e.why.contains("did not finish") && e.transient, "{e:?}");
+        let started = std::time::Instant::now();
+        while running(&["sleep", "613"]) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "sleep 613 outlived the time-out"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -5,7 +5,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::{parse_expiration, Env, Fetched, Keys};
+use super::{parse_expiration, transient, Env, Failed, Fetched, Keys};
 use crate::s3::sign::authorize;
 
 /// Where STS requests go, and the region they are signed for.
@@ -44,13 +44,17 @@ async fn call(
     endpoint: &Endpoint,
     form: &[(&str, &str)],
     signer: Option<&Keys>,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, Failed> {
     let action = form
         .iter()
         .find(|(k, _)| *k == "Action")
         .map_or("STS", |(_, v)| *v);
-    let url = Url::parse(&format!("{}/", endpoint.url))
-        .map_err(|e| format!("the STS endpoint {:?} is not a URL: {e}", endpoint.url))?;
+    let url = Url::parse(&format!("{}/", endpoint.url)).map_err(|e| {
+        Failed::from(format!(
+            "the STS endpoint {:?} is not a URL: {e}",
+            endpoint.url
+        ))
+    })?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -63,11 +67,16 @@ async fn call(
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
-            _ => return Err(format!("the STS endpoint {} has no host", endpoint.url)),
+            _ => {
+                return Err(Failed::from(format!(
+                    "the STS endpoint {} has no host",
+                    endpoint.url
+                )))
+            }
         };
         headers.insert(
             HOST,
-            HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(&host).map_err(|e| Failed::from(e.to_string()))?,
         );
         let payload = hex::encode(Sha256::digest(body.as_bytes()));
         authorize(
@@ -80,7 +89,7 @@ async fn call(
             "sts",
             time::OffsetDateTime::now_utc(),
         )
-        .map_err(|e| format!("cannot sign the {action} request: {e}"))?;
+        .map_err(|e| Failed::from(format!("cannot sign the {action} request: {e}")))?;
     }
     let reply = http
         .post(url)
@@ -96,22 +105,34 @@ async fn call(
             )
         })?;
     let status = reply.status().as_u16();
-    let text = reply
-        .text()
-        .await
-        .map_err(|e| format!("{action} at {}: reading the reply: {e}", endpoint.url))?;
+    let text = reply.text().await.map_err(|e| {
+        transient(format!(
+            "{action} at {}: reading the reply: {e}",
+            endpoint.url
+        ))
+    })?;
     if !(200..300).contains(&status) {
-        return Err(format!(
+        let failed = if status >= 500 || status == 429 {
+            transient
+        } else {
+            Failed::from
+        };
+        return Err(failed(format!(
             "{action} at {} answered HTTP {status} {}: {}",
             endpoint.url,
             element(&text, "Code").unwrap_or_default(),
             element(&text, "Message").unwrap_or_default()
-        ));
+        )));
     }
     let field = |name: &str| {
         element(&text, name)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{action} at {} answered without {name}", endpoint.url))
+            .ok_or_else(|| {
+                Failed::from(format!(
+                    "{action} at {} answered without {name}",
+                    endpoint.url
+                ))
+            })
     };
     Ok(Fetched {
         keys: Keys {
@@ -119,7 +140,7 @@ async fn call(
             secret_access_key: field("SecretAccessKey")?,
             session_token: Some(field("SessionToken")?),
         },
-        expires: Some(parse_expiration(&field("Expiration")?)?),
+        expires: Some(parse_expiration(&field("Expiration")?).map_err(Failed::from)?),
     })
 }
 
@@ -130,7 +151,7 @@ pub(crate) async fn assume_role_with_web_identity(
     role_arn: &str,
     session_name: &str,
     token: &str,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, Failed> {
     call(
         http,
         endpoint,
@@ -154,7 +175,7 @@ pub(crate) async fn assume_role(
     session_name: &str,
     external_id: Option<&str>,
     base: &Keys,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, Failed> {
     let mut form = vec![
         ("Action", "AssumeRole"),
         ("Version", "2011-06-15"),
