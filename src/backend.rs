@@ -78,6 +78,7 @@ use crate::store::Blocks;
 pub use crate::checked::Checked;
 pub use crate::fs::FsBackend;
 pub use crate::gate::{Gate, Pass};
+pub use crate::integrity::{record_chunk, widen, Checksums, CHUNK_SIZE};
 pub use crate::memory::MemoryBackend;
 #[cfg(feature = "s3")]
 pub use crate::s3::S3Backend;
@@ -164,4 +165,93 @@ pub trait Backend: Send + Sync + 'static {
     fn shut_down(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether [`Checked`] writes checksums with each block ([`Backend::write_sealed`])
+    /// and checks them on each read ([`Backend::read_sealed`]). `Off` by default: a
+    /// backend that keeps checksum records says so here.
+    fn checksums(&self) -> Checksums {
+        Checksums::Off
+    }
+
+    /// The chunk each checksum of a new block covers: small enough that small ranges
+    /// read little beyond what they ask, large enough that the record fits where the
+    /// backend keeps it. [`CHUNK_SIZE`] by default.
+    fn checksum_chunk(&self) -> u64 {
+        CHUNK_SIZE
+    }
+
+    /// Stores `data` under `key` together with its checksum record, so that both land
+    /// or neither does. The default drops the record.
+    fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
+        let _ = seal;
+        self.write(key, data)
+    }
+
+    /// Reads the whole block (`range` `None`) or at least the bytes of
+    /// `range = (offset, length)`, with the checksum record stored with it. When there
+    /// is a record, the data must cover whole chunks of the record's chunk size
+    /// ([`record_chunk`], [`widen`]); a range starting at or
+    /// past the end is `InvalidRange`, as for [`Backend::read_range`]. The default reads
+    /// without a record.
+    fn read_sealed(&self, key: &str, range: Option<(u64, u64)>) -> Result<Sealed> {
+        match range {
+            None => {
+                let data = self.read(key)?;
+                Ok(Sealed {
+                    size: data.len() as u64,
+                    data,
+                    start: 0,
+                    record: None,
+                })
+            }
+            Some((offset, length)) => {
+                let data = self.read_range(key, offset, length)?;
+                Ok(Sealed {
+                    size: offset + data.len() as u64,
+                    data,
+                    start: offset,
+                    record: None,
+                })
+            }
+        }
+    }
+
+    /// Whether a block that fails its checksums is read once more before `Corrupt` is
+    /// returned (S3: the damage may have happened in transit).
+    fn reread_corrupt(&self) -> bool {
+        false
+    }
+}
+
+/// The checksums of a block on its way to [`Backend::write_sealed`].
+#[derive(Debug)]
+pub struct Seal {
+    pub(crate) record: Vec<u8>,
+    pub(crate) crc32c: u32,
+}
+
+impl Seal {
+    /// The record to store with the block (layout: [`crate::integrity`]).
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// The CRC32C of the whole block (for S3's `x-amz-checksum-crc32c`).
+    pub fn crc32c(&self) -> u32 {
+        self.crc32c
+    }
+}
+
+/// What [`Backend::read_sealed`] read.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The bytes read, from `start`.
+    pub data: Vec<u8>,
+    /// Where `data` starts in the block.
+    pub start: u64,
+    /// The block's length as stored (for a range read without a record, at least the
+    /// end of `data`).
+    pub size: u64,
+    /// The checksum record stored with the block, if it has one.
+    pub record: Option<Vec<u8>>,
 }

@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
-use crate::backend::{Backend, Fields};
+use crate::backend::{Backend, Fields, Seal, Sealed};
 use crate::error::{ErrorKind, Result};
 use crate::gate::Gate;
 use crate::instrument::{bytes_of, Instruments};
+use crate::integrity::{Checksums, Integrity, Record, Sums};
 use crate::key::{check_key, check_prefix, MAX_KEY_LEN};
 use crate::op::Op;
-use crate::store::{check_block_len, check_range_len, BlockRef, BlockStore, Blocks, Report};
+use crate::store::{
+    check_block_len, check_range_len, offset_past_end, BlockRef, BlockStore, Blocks, Report,
+};
 
 /// A [`Backend`] behind the contract's checks and the store's instruments: a
 /// [`BlockStore`].
@@ -69,6 +72,93 @@ impl<B: Backend> Checked<B> {
     }
 }
 
+impl<B: Backend> Checked<B> {
+    /// Whether reads check checksums and writes keep them.
+    fn sealing(&self) -> bool {
+        self.backend.checksums() != Checksums::Off
+    }
+
+    /// A range read into `buf`, verified when checksums are on.
+    fn range_into(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if !self.sealing() {
+            return self.backend.read_range_into(key, offset, buf);
+        }
+        let (data, range) = self.read_range_verified(key, offset, buf.len() as u64)?;
+        let n = range.len();
+        buf[..n].copy_from_slice(&data[range]);
+        Ok(n)
+    }
+
+    /// Writes `data` with its checksums.
+    fn write_sealed(&self, key: &str, data: &[u8]) -> Result<()> {
+        let sums = Sums::of(data, self.backend.checksum_chunk());
+        let seal = Seal {
+            record: sums.encode(),
+            crc32c: sums.whole(),
+        };
+        self.backend.write_sealed(key, data, &seal)
+    }
+
+    /// Reads the block or the chunks around `range` with its checksum record and checks
+    /// them; once more when the first read was corrupt and the backend asks for it.
+    fn read_verified(
+        &self,
+        op: Op,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<(Sealed, Integrity)> {
+        let once = || -> Result<(Sealed, Integrity)> {
+            let sealed = self.backend.read_sealed(key, range)?;
+            let Some(record) = &sealed.record else {
+                return Ok((sealed, Integrity::Unverified));
+            };
+            Record::parse(op, key, record)?.verify(
+                op,
+                key,
+                sealed.start,
+                &sealed.data,
+                sealed.size,
+            )?;
+            Ok((sealed, Integrity::Verified))
+        };
+        match once() {
+            Err(e) if e.kind() == ErrorKind::Corrupt && self.backend.reread_corrupt() => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(key, error = %e, "a block failed its checksums; reading it again");
+                once()
+            }
+            other => other,
+        }
+    }
+
+    /// A verified range read: the bytes of `[offset, offset + length)` within the
+    /// block, as a slice of what was read.
+    fn read_range_verified(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>)> {
+        let (sealed, _) = self.read_verified(Op::ReadRange, key, Some((offset, length)))?;
+        if offset >= sealed.size {
+            return Err(offset_past_end(key, offset, sealed.size));
+        }
+        let end = offset.saturating_add(length).min(sealed.size);
+        let from = (offset - sealed.start) as usize;
+        let to = (end - sealed.start) as usize;
+        if sealed.start > offset || to > sealed.data.len() {
+            return Err(crate::Error::new(ErrorKind::Backend, Op::ReadRange)
+                .with_key(key)
+                .with_detail(format!(
+                    "the backend read {} bytes from {}, which do not cover {offset}..{end}",
+                    sealed.data.len(),
+                    sealed.start
+                )));
+        }
+        Ok((sealed.data, from..to))
+    }
+}
+
 /// A `start_after` longer than any key cannot be a key: refused, as S3 refuses it.
 fn check_start_after(start_after: Option<&str>) -> Result<()> {
     match start_after {
@@ -101,7 +191,11 @@ impl<B: Backend> BlockStore for Checked<B> {
                 let _pass = self.gate.enter(Op::Write)?;
                 check_key(Op::Write, key)?;
                 check_block_len(key, data.len())?;
-                self.backend.write(key, data)
+                if self.sealing() {
+                    self.write_sealed(key, data)
+                } else {
+                    self.backend.write(key, data)
+                }
             },
         )
     }
@@ -110,7 +204,11 @@ impl<B: Backend> BlockStore for Checked<B> {
         self.observe(Op::Read, key, bytes_of, || {
             let _pass = self.gate.enter(Op::Read)?;
             check_key(Op::Read, key)?;
-            self.backend.read(key)
+            if self.sealing() {
+                Ok(self.read_verified(Op::Read, key, None)?.0.data)
+            } else {
+                self.backend.read(key)
+            }
         })
     }
 
@@ -119,7 +217,14 @@ impl<B: Backend> BlockStore for Checked<B> {
             let _pass = self.gate.enter(Op::ReadRange)?;
             check_key(Op::ReadRange, key)?;
             check_range_len(key, length)?;
-            self.backend.read_range(key, offset, length)
+            if self.sealing() {
+                let (mut data, range) = self.read_range_verified(key, offset, length)?;
+                data.truncate(range.end);
+                data.drain(..range.start);
+                Ok(data)
+            } else {
+                self.backend.read_range(key, offset, length)
+            }
         })
     }
 
@@ -132,7 +237,7 @@ impl<B: Backend> BlockStore for Checked<B> {
                 let _pass = self.gate.enter(Op::ReadRange)?;
                 check_key(Op::ReadRange, key)?;
                 check_range_len(key, buf.len() as u64)?;
-                self.backend.read_range_into(key, offset, buf)
+                self.range_into(key, offset, buf)
             },
         )
     }
@@ -149,13 +254,21 @@ impl<B: Backend> BlockStore for Checked<B> {
                     // Nothing to read, but an absent block is still absent.
                     return self.backend.size(key).map(|_| 0);
                 }
-                match self.backend.read_range_into(key, offset, buf) {
+                match self.range_into(key, offset, buf) {
                     // The buffer is not empty, so this is an offset at or past the end.
                     Err(e) if e.kind() == ErrorKind::InvalidRange => Ok(0),
                     other => other,
                 }
             },
         )
+    }
+
+    fn verify_block(&self, key: &str) -> Result<Integrity> {
+        self.observe(Op::Verify, key, nothing, || {
+            let _pass = self.gate.enter(Op::Verify)?;
+            check_key(Op::Verify, key)?;
+            Ok(self.read_verified(Op::Verify, key, None)?.1)
+        })
     }
 
     fn block_size(&self, key: &str) -> Result<u64> {

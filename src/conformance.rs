@@ -89,6 +89,8 @@ macro_rules! __conformance_case_list {
             range_check_order,
             range_into_buffers,
             read_at_reads_like_pread,
+            ranges_across_chunk_edges,
+            verify_reads_the_whole_block,
             sizes_and_list_blocks,
             delete_is_idempotent,
             delete_by_prefix_counts,
@@ -215,6 +217,90 @@ pub fn round_trip_sizes(t: &Target) {
         assert_block(s, key, &data);
         assert_eq!(ok(s.block_size(key), key), len as u64, "size of {key}");
     }
+}
+
+/// Ranges that start, end or cross at the edges of the checksum chunks, and
+/// in the last, short chunk, read exactly their bytes through every read call (a
+/// store that checks checksums reads whole chunks and must cut them right).
+pub fn ranges_across_chunk_edges(t: &Target) {
+    let s = &*t.store;
+    let key = "edges/block";
+    let len: u64 = 3 * 65_536 + 4_000;
+    let data = pattern(len as usize, 9);
+    ok(s.write_block(key, &data), "write");
+    let mut ranges = vec![(0, 1), (len - 1, 1), (1, len), (7, u64::MAX)];
+    // The chunk sizes the crate's backends use (8, 16 and 64 KiB), each edge met from
+    // before, after and across.
+    for c in [8_192u64, 16_384, 65_536] {
+        ranges.extend([
+            (c - 1, 1),
+            (c - 1, 2),
+            (c, c),
+            (c - 500, c + 1_000),
+            (2 * c - 1, c + 2),
+            (2 * c + 3, 4_096),
+        ]);
+    }
+    ranges.extend([(3 * 65_536, 4_000), (3 * 65_536 + 1, 10_000)]);
+    for (offset, length) in ranges {
+        let end = offset.saturating_add(length).min(len) as usize;
+        let want = &data[offset as usize..end];
+        let got = ok(s.read_block_range(key, offset, length), "range");
+        assert!(got == want, "range ({offset}, {length}): wrong bytes");
+        let mut buf = vec![0u8; length.min(len + 10) as usize];
+        let n = ok(s.read_block_range_into(key, offset, &mut buf), "range into");
+        assert!(
+            &buf[..n] == want,
+            "range into ({offset}, {length}): wrong bytes"
+        );
+        let n = ok(s.read_at(key, offset, &mut buf), "read_at");
+        assert!(
+            &buf[..n] == want,
+            "read_at ({offset}, {length}): wrong bytes"
+        );
+    }
+    expect_kind(
+        s.read_block_range(key, len, 1),
+        ErrorKind::InvalidRange,
+        "at the end",
+    );
+    expect_kind(
+        s.read_block_range(key, 4 * 65_536, 1),
+        ErrorKind::InvalidRange,
+        "a chunk past the end",
+    );
+    assert_block(s, key, &data);
+}
+
+/// `verify_block` reads a block whole and says whether it could check it; an absent
+/// block is `NotFound`, a bad key `InvalidKey`, and a closed store `Closed`.
+pub fn verify_reads_the_whole_block(t: &Target) {
+    let s = &*t.store;
+    for (key, len) in [("verify/empty", 0), ("verify/some", 200_000)] {
+        ok(s.write_block(key, &pattern(len, 3)), key);
+        let found = ok(s.verify_block(key), key);
+        assert!(
+            matches!(
+                found,
+                crate::Integrity::Verified | crate::Integrity::Unverified
+            ),
+            "{key}: {found:?}"
+        );
+        // Checked or not, it is the same answer each time.
+        assert_eq!(ok(s.verify_block(key), key), found, "{key}");
+    }
+    expect_kind(s.verify_block("verify/none"), ErrorKind::NotFound, "absent");
+    expect_kind(
+        s.verify_block("verify//x"),
+        ErrorKind::InvalidKey,
+        "bad key",
+    );
+    ok(s.close(), "close");
+    expect_kind(
+        s.verify_block("verify/some"),
+        ErrorKind::Closed,
+        "after close",
+    );
 }
 
 /// A block over `BLOCK_SIZE` is refused, writes nothing, and leaves the old value.

@@ -93,6 +93,18 @@
 //! hanging (open stores after daemonizing), and a child that closes or drops its copy
 //! never disturbs the parent's store.
 //!
+//! ## Integrity
+//!
+//! With checksums on (the default of the filesystem and S3 stores), each block is
+//! written with a CRC32C per chunk and of the whole, and a block whose bytes no longer
+//! match them is never returned as data: `read_block`, `read_block_range`,
+//! `read_block_range_into` and `read_at` fail with `Corrupt` (errno `EIO`), naming the
+//! key, the chunk and both checksums, through the pool alike. A range that touches only
+//! intact chunks still reads. A block whose length differs from the one its checksums
+//! were written for is corrupt. Blocks without checksums stay readable, unverified.
+//! `verify_block(key)` answers `Verified`, `Unverified` or `Corrupt`. The record's
+//! layout and where each backend keeps it: [`crate::integrity`].
+//!
 //! ## Errors
 //!
 //! One error type, [`Error`](crate::Error), with [`kind()`](crate::Error::kind) (an

@@ -30,6 +30,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `PermissionDenied` | `EACCES` |
 /// | `Unavailable` | `EHOSTUNREACH` |
 /// | `Backend` | `EIO` |
+/// | `Corrupt` | `EIO` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -64,11 +65,15 @@ pub enum ErrorKind {
     Unavailable,
     /// Anything else the backend reported; the source is attached.
     Backend,
+    /// The stored block does not match the checksums written with it (a flipped bit, a
+    /// truncated or extended file, a damaged object): the detail names the chunk and
+    /// both checksums. Its bytes are never returned.
+    Corrupt,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order ([`ErrorKind::index`] is the place in it).
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NotFound,
         ErrorKind::InvalidKey,
         ErrorKind::InvalidRange,
@@ -83,6 +88,7 @@ impl ErrorKind {
         ErrorKind::PermissionDenied,
         ErrorKind::Unavailable,
         ErrorKind::Backend,
+        ErrorKind::Corrupt,
     ];
 
     /// The kind's place in [`ErrorKind::ALL`].
@@ -107,6 +113,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Backend => "backend",
+            ErrorKind::Corrupt => "corrupt",
         }
     }
 
@@ -124,7 +131,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => libc::EROFS,
             ErrorKind::PermissionDenied => libc::EACCES,
             ErrorKind::Unavailable => libc::EHOSTUNREACH,
-            ErrorKind::Backend => libc::EIO,
+            ErrorKind::Backend | ErrorKind::Corrupt => libc::EIO,
         }
     }
 
@@ -147,7 +154,7 @@ impl ErrorKind {
     /// | `NoSpace` | `ENOSPC` |
     /// | `ReadOnly` | `EROFS` |
     /// | `PermissionDenied` | `EACCES` |
-    /// | `Closed`, `Conflict`, `Config`, `Unavailable`, `Backend` | `EIO` |
+    /// | `Closed`, `Conflict`, `Config`, `Unavailable`, `Backend`, `Corrupt` | `EIO` |
     pub fn file_errno(self) -> i32 {
         match self {
             ErrorKind::NotFound => libc::ENOENT,
@@ -162,7 +169,8 @@ impl ErrorKind {
             | ErrorKind::Conflict
             | ErrorKind::Config
             | ErrorKind::Unavailable
-            | ErrorKind::Backend => libc::EIO,
+            | ErrorKind::Backend
+            | ErrorKind::Corrupt => libc::EIO,
         }
     }
 
@@ -191,6 +199,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Backend => "backend error",
+            ErrorKind::Corrupt => "block is corrupt",
         }
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::backend::{Backend, Fields};
+use crate::backend::{record_chunk, widen, Backend, Fields, Seal, Sealed, CHUNK_SIZE};
 use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
+use crate::integrity::Checksums;
 use crate::op::Op;
 use crate::store::{clamp_range, BlockRef, Blocks};
 
@@ -24,6 +25,13 @@ const PAGE: usize = 1000;
 /// caller's data before taking the lock, a read clones the `Arc` under the lock and copies
 /// after releasing it, so a 4 MiB copy never holds up other keys. Each call copies the
 /// data exactly once. A scan takes a page of 1,000 keys at a time under the read lock.
+///
+/// # Checksums
+///
+/// Off by default (the bytes never leave memory). [`MemoryStore::with_checksums`]
+/// keeps a checksum record with each block, as the other backends do, and
+/// [`MemoryStore::damage`] changes a stored block behind the store's back, so tests of
+/// a caller's handling of `Corrupt` need no fake store.
 ///
 /// # Hierarchy
 ///
@@ -42,15 +50,69 @@ const PAGE: usize = 1000;
 pub type MemoryStore = Checked<MemoryBackend>;
 
 /// The memory backend's mechanism; use it as [`MemoryStore`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryBackend {
-    blocks: RwLock<BTreeMap<String, Arc<[u8]>>>,
+    blocks: RwLock<BTreeMap<String, Entry>>,
+    checksums: Checksums,
+}
+
+/// Checksums off unless asked (`Checksums` itself defaults to on, as for stores on
+/// storage).
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend {
+            blocks: RwLock::default(),
+            checksums: Checksums::Off,
+        }
+    }
+}
+
+/// A block and the checksum record written with it.
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Arc<[u8]>,
+    record: Option<Arc<[u8]>>,
 }
 
 impl Checked<MemoryBackend> {
     /// An empty store.
     pub fn new() -> Self {
         Checked::from_backend(MemoryBackend::default())
+    }
+
+    /// An empty store that writes checksums with every block and verifies them on
+    /// every read (`Checksums::Crc32c`), or not (`Off`, as [`MemoryStore::new`]).
+    pub fn with_checksums(checksums: Checksums) -> Self {
+        Checked::from_backend(MemoryBackend {
+            checksums,
+            ..MemoryBackend::default()
+        })
+    }
+
+    /// A test hook: changes the stored bytes of `key` with `damage` (flip a bit,
+    /// truncate, extend), keeping the checksum record written with them, as a failing
+    /// disk would. Returns whether the block exists.
+    ///
+    /// ```
+    /// use blockstore::{BlockStore, Checksums, ErrorKind, MemoryStore};
+    ///
+    /// let store = MemoryStore::with_checksums(Checksums::Crc32c);
+    /// store.write_block("k", &[7u8; 100_000])?;
+    /// store.damage("k", |bytes| bytes[70_000] ^= 1);
+    /// assert_eq!(store.read_block("k").unwrap_err().kind(), ErrorKind::Corrupt);
+    /// // A range in an undamaged chunk still reads.
+    /// assert_eq!(store.read_block_range("k", 0, 10)?, [7u8; 10]);
+    /// # Ok::<(), blockstore::Error>(())
+    /// ```
+    pub fn damage(&self, key: &str, damage: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut blocks = self.backend().blocks.write();
+        let Some(entry) = blocks.get_mut(key) else {
+            return false;
+        };
+        let mut bytes = entry.data.to_vec();
+        damage(&mut bytes);
+        entry.data = Arc::from(bytes);
+        true
     }
 }
 
@@ -61,12 +123,28 @@ impl Default for Checked<MemoryBackend> {
 }
 
 impl MemoryBackend {
-    fn get(&self, op: Op, key: &str) -> Result<Arc<[u8]>> {
+    fn entry(&self, op: Op, key: &str) -> Result<Entry> {
         self.blocks
             .read()
             .get(key)
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, op).with_key(key))
+    }
+
+    fn get(&self, op: Op, key: &str) -> Result<Arc<[u8]>> {
+        Ok(self.entry(op, key)?.data)
+    }
+
+    fn put(&self, key: &str, entry: Entry) {
+        let previous = {
+            let mut blocks = self.blocks.write();
+            match blocks.get_mut(key) {
+                Some(slot) => Some(std::mem::replace(slot, entry)),
+                None => blocks.insert(key.to_owned(), entry),
+            }
+        };
+        // The old block is freed here, after the lock is released.
+        drop(previous);
     }
 }
 
@@ -85,17 +163,63 @@ impl Backend for MemoryBackend {
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
-        let value: Arc<[u8]> = Arc::from(data);
-        let previous = {
-            let mut blocks = self.blocks.write();
-            match blocks.get_mut(key) {
-                Some(slot) => Some(std::mem::replace(slot, value)),
-                None => blocks.insert(key.to_owned(), value),
+        self.put(
+            key,
+            Entry {
+                data: Arc::from(data),
+                record: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn checksums(&self) -> Checksums {
+        self.checksums
+    }
+
+    fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
+        self.put(
+            key,
+            Entry {
+                data: Arc::from(data),
+                record: Some(Arc::from(seal.record())),
+            },
+        );
+        Ok(())
+    }
+
+    fn read_sealed(&self, key: &str, range: Option<(u64, u64)>) -> Result<Sealed> {
+        let op = if range.is_some() {
+            Op::ReadRange
+        } else {
+            Op::Read
+        };
+        let entry = self.entry(op, key)?;
+        let size = entry.data.len() as u64;
+        let record = entry.record.as_deref().map(<[u8]>::to_vec);
+        let (start, end) = match range {
+            None => (0, size),
+            // With a record, whole chunks; a range past the end is left to the caller,
+            // which can then tell a truncated block from a short read.
+            Some((offset, length)) if record.is_some() => {
+                let chunk = record
+                    .as_deref()
+                    .and_then(record_chunk)
+                    .unwrap_or(CHUNK_SIZE);
+                let wide = widen(offset, length, chunk);
+                (wide.start.min(size), wide.end.min(size))
+            }
+            Some((offset, length)) => {
+                let r = clamp_range(key, size, offset, length)?;
+                (r.start as u64, r.end as u64)
             }
         };
-        // The old block is freed here, after the lock is released.
-        drop(previous);
-        Ok(())
+        Ok(Sealed {
+            data: entry.data[start as usize..end as usize].to_vec(),
+            start,
+            size,
+            record,
+        })
     }
 
     fn read(&self, key: &str) -> Result<Vec<u8>> {
@@ -131,7 +255,7 @@ impl Backend for MemoryBackend {
         // and removed blocks are freed after it is released.
         let mut deleted = 0;
         loop {
-            let removed: Vec<Arc<[u8]>> = {
+            let removed: Vec<Entry> = {
                 let mut blocks = self.blocks.write();
                 if prefix.is_empty() && blocks.len() <= PAGE {
                     std::mem::take(&mut *blocks).into_values().collect()
@@ -203,7 +327,7 @@ impl Iterator for Scan<'_> {
                 .take(PAGE)
                 .map(|(k, v)| BlockRef {
                     key: k.clone(),
-                    size: v.len() as u64,
+                    size: v.data.len() as u64,
                 })
                 .collect()
         };

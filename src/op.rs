@@ -34,11 +34,13 @@ pub enum Op {
     Job,
     /// [`crate::parse_block_key`].
     ParseKey,
+    /// `verify_block` (a scrub).
+    Verify,
 }
 
 impl Op {
     /// Every operation, in declaration order ([`Op::index`] is the place in it).
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::Write,
         Op::Read,
         Op::ReadRange,
@@ -52,11 +54,12 @@ impl Op {
         Op::Config,
         Op::Job,
         Op::ParseKey,
+        Op::Verify,
     ];
 
     /// The operation's name in messages, traces and metric labels: `write`, `read`,
     /// `read range`, `size`, `delete`, `delete prefix`, `list`, `health check`, `close`,
-    /// `open`, `config`, `job`, `parse block key`.
+    /// `open`, `config`, `job`, `parse block key`, `verify`.
     pub fn name(self) -> &'static str {
         match self {
             Op::Write => "write",
@@ -72,12 +75,13 @@ impl Op {
             Op::Config => "config",
             Op::Job => "job",
             Op::ParseKey => "parse block key",
+            Op::Verify => "verify",
         }
     }
 
     /// The operation's name as a trace field or metric label: `write`, `read`,
     /// `read_range`, `size`, `delete`, `delete_prefix`, `list`, `health`, `close`,
-    /// `open`, `config`, `job`, `parse_key`.
+    /// `open`, `config`, `job`, `parse_key`, `verify`.
     pub fn label(self) -> &'static str {
         match self {
             Op::Write => "write",
@@ -93,6 +97,7 @@ impl Op {
             Op::Config => "config",
             Op::Job => "job",
             Op::ParseKey => "parse_key",
+            Op::Verify => "verify",
         }
     }
 

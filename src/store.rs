@@ -105,6 +105,14 @@ pub trait BlockStore: Send + Sync {
     /// form, where those cases are `InvalidRange`.)
     fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
 
+    /// Reads the whole block and checks it against the checksums stored with it, as a
+    /// scrub does: `Verified`, `Unverified` when it has none (written with checksums
+    /// off), or `Corrupt`. Checks even on a store whose own writes keep no checksums.
+    /// The default reads the block and can say no more than `Unverified`.
+    fn verify_block(&self, key: &str) -> Result<crate::Integrity> {
+        self.read_block(key).map(|_| crate::Integrity::Unverified)
+    }
+
     /// Returns the size of the block in bytes, without reading it.
     fn block_size(&self, key: &str) -> Result<u64>;
 

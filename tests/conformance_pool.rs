@@ -14,7 +14,12 @@ fn pool_of(store: Arc<dyn blockstore::BlockStore>) -> Arc<Pool> {
 }
 
 fn pool_over_memory() -> Target {
-    Target::new(pool_of(Arc::new(MemoryStore::new())), false)
+    Target::new(
+        pool_of(Arc::new(MemoryStore::with_checksums(
+            blockstore::Checksums::Crc32c,
+        ))),
+        false,
+    )
 }
 
 fn pool_over_filesystem() -> Target {

@@ -1,4 +1,5 @@
-//! Durability order, observed with strace: a write syncs the temporary file, renames it,
+//! Durability order, observed with strace: a write sets the checksum attribute on the
+//! temporary file and syncs it (data and attribute: `fsync`), renames it,
 //! then syncs its directory and every new directory's parent, before returning; a delete
 //! syncs the directory after unlinking.
 
@@ -33,7 +34,7 @@ fn trace(role: &str) -> Vec<String> {
         "-f",
         "-qq",
         "-e",
-        "trace=openat,openat2,fdatasync,fsync,renameat,renameat2,mkdirat,unlinkat",
+        "trace=openat,openat2,fdatasync,fsync,fsetxattr,renameat,renameat2,mkdirat,unlinkat",
         "-o",
     ])
     .arg(&log)
@@ -106,10 +107,21 @@ fn write_syncs_file_then_renames_then_syncs_directories() {
     assert_eq!(mkdirs, 3, "dur, a, b are created, once:\n{dump}");
     let temp_open = calls.iter().position(|c| is_temp_create(c)).unwrap();
     let temp_fd = ret_fd(&calls[temp_open]);
+    // The checksum record is inode metadata, which fdatasync may leave unwritten: the
+    // temporary file gets it first, then a full fsync.
+    let sums = calls
+        .iter()
+        .position(|c| {
+            c.starts_with("fsetxattr(")
+                && first_arg(c) == temp_fd
+                && c.contains("user.blockstore.sums")
+        })
+        .unwrap_or_else(|| panic!("temporary file fd {temp_fd} got no checksums:\n{dump}"));
     let data_sync = calls
         .iter()
-        .position(|c| c.starts_with("fdatasync(") && first_arg(c) == temp_fd)
+        .position(|c| c.starts_with("fsync(") && first_arg(c) == temp_fd)
         .unwrap_or_else(|| panic!("temporary file fd {temp_fd} never synced:\n{dump}"));
+    assert!(sums < data_sync, "checksums set before the sync:\n{dump}");
     let rename = find(&calls, 0, "rename", "block");
     let second = find(&calls, rename, "openat(", "t1");
     let second_rename = find(&calls, second, "rename", "second");

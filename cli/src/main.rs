@@ -8,6 +8,7 @@ mod health;
 mod ls;
 mod put;
 mod rm;
+mod scrub;
 mod stat;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the store or the system failed (I/O, network, unhealthy store)
+  1  the store or the system failed (I/O, network, unhealthy store, corrupt blocks)
   2  invalid input: bad arguments, key, range or configuration
   3  not found: no such block, or no store at the configured path
 
@@ -66,6 +67,8 @@ enum Command {
     Copy(copy::Args),
     /// Measure the store's throughput and latency under a temporary prefix.
     Bench(bench::Args),
+    /// Check every block under a prefix against its checksums; exit 1 if any is corrupt.
+    Scrub(scrub::Args),
 }
 
 /// Logs on stderr: RUST_LOG if set, else by `-v` (`-q`: errors only).
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Health => health::run(config, &out),
         Command::Copy(args) => copy::run(config, &out, args),
         Command::Bench(args) => bench::run(config, &out, args),
+        Command::Scrub(args) => scrub::run(config, &out, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,10 @@ pub struct FsConfig {
     /// Make each write and delete durable before it returns. Default `true`.
     #[serde(default = "yes")]
     pub fsync: bool,
+    /// Keep a CRC32C per 16 KiB chunk with each block (in the extended attribute
+    /// `user.blockstore.sums`) and verify it on each read. Default `"crc32c"`.
+    #[serde(default)]
+    pub checksums: crate::Checksums,
 }
 
 fn yes() -> bool {
@@ -90,6 +94,7 @@ impl FsConfig {
             dir_mode: default_dir_mode(),
             file_mode: default_file_mode(),
             fsync: true,
+            checksums: crate::Checksums::Crc32c,
         }
     }
 

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::backend::{Backend, Fields};
+use crate::backend::{record_chunk, widen, Backend, Fields, Seal, Sealed};
 use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
+use crate::integrity::Checksums;
 use crate::op::Op;
 use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE};
 
@@ -29,6 +30,14 @@ const RETRIES: usize = 16;
 /// than the internal area) start with these bytes. They are not UTF-8, so no such name
 /// is ever a key: listings never show them and no key can collide with them.
 const BESIDE: &[u8] = b".blockstore\xfft-";
+
+/// The extended attribute that holds a block's checksum record.
+const SUMS_XATTR: &str = "user.blockstore.sums";
+
+/// The chunk of the filesystem's checksums: 8 KiB, so a 4 KiB page read reads 8 KiB,
+/// and the record of a 4 MiB block (2,072 bytes) fits the one block of attributes
+/// ext4 gives a file.
+const FS_CHUNK: u64 = 8 * 1024;
 
 /// A store that keeps each block in the file `{base_path}/{key}`.
 ///
@@ -98,6 +107,17 @@ const BESIDE: &[u8] = b".blockstore\xfft-";
 /// terminal can neither block the store nor change the process. The base path itself
 /// may be a link.
 ///
+/// # Checksums
+///
+/// With `checksums = "crc32c"` (the default) each block file carries its checksum
+/// record (a CRC32C per 8 KiB chunk, [`crate::integrity`]) in the extended attribute
+/// `user.blockstore.sums`, set on the temporary file before it is synced (with `fsync`,
+/// a full `fsync`: the attribute is metadata) and renamed, so the block and its record
+/// appear together. Reads check it; a file changed behind the store's back is
+/// `Corrupt`. Where the filesystem refuses user attributes the store writes without
+/// them and says so in `report().about`. Copy a store with its attributes (`cp -a`,
+/// `rsync -X`).
+///
 /// # Permissions
 ///
 /// Directories get exactly `dir_mode` and files exactly `file_mode`, whatever the umask.
@@ -145,6 +165,9 @@ pub struct FsBackend {
     /// Set once a rename crossed into another mount: from then on each write first
     /// checks which mount its directory is on.
     mounts_below: AtomicBool,
+    /// The checksums this store writes: `config.checksums`, or `Off` where the
+    /// filesystem keeps no user extended attributes.
+    checksums: Checksums,
 }
 
 impl fmt::Debug for FsBackend {
@@ -221,6 +244,7 @@ impl FsBackend {
             .map_err(|e| Error::from_io(Op::Open, e).with_key(&shown))?;
         let base = sys::open_base(&base_path).map_err(|e| error(Op::Open, &shown, e))?;
         let area = Area::open(base.as_fd(), config.dir_mode);
+        let mut checksums = config.checksums;
         match area.open_error() {
             None => {
                 let work = area
@@ -230,6 +254,15 @@ impl FsBackend {
                     return Err(config_error(
                         "the filesystem is case-insensitive ('A' and 'a' are one name); keys need a case-sensitive one",
                     ));
+                }
+                if config.checksums != Checksums::Off && xattrs_refused(&work) {
+                    checksums = Checksums::Off;
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(
+                        backend = "filesystem",
+                        path = %shown,
+                        "the filesystem keeps no user extended attributes: blocks are written without checksums"
+                    );
                 }
             }
             // Conditions that may clear: the store opens for reads and tries again later.
@@ -247,6 +280,7 @@ impl FsBackend {
             area,
             new_dirs: NewDirs::default(),
             mounts_below: AtomicBool::new(false),
+            checksums,
         })
     }
 
@@ -424,35 +458,37 @@ impl FsBackend {
     }
 
     /// A write, starting over when the area or the block's directory vanished under it.
-    fn write_with_retries(&self, key: &str, data: &[u8]) -> Result<()> {
+    fn write_with_retries(&self, key: &str, data: &[u8], record: Option<&[u8]>) -> Result<()> {
         let mut work = self.work(Op::Write, key)?;
         if self.mounts_below.load(Ordering::Relaxed) && self.on_other_mount(key, &work) {
             // No point writing the block into the area: it cannot be renamed from there.
-            return self.install(&work, None, key, data).map_err(|r| match r {
-                Retry::Fail(e) => e,
-                Retry::AreaGone | Retry::ParentGone => vanished_or(
-                    Op::Write,
-                    key,
-                    Errno::NOENT,
-                    "the block's directory kept vanishing",
-                ),
-            });
+            return self
+                .install(&work, None, key, data, record)
+                .map_err(|r| match r {
+                    Retry::Fail(e) => e,
+                    Retry::AreaGone | Retry::ParentGone => vanished_or(
+                        Op::Write,
+                        key,
+                        Errno::NOENT,
+                        "the block's directory kept vanishing",
+                    ),
+                });
         }
         for _ in 0..RETRIES {
             let (file, temp) = self.temp_file(Op::Write, key, &mut work)?;
-            let written = sys::write_all(file.as_fd(), data).and_then(|()| {
-                if self.config.fsync {
-                    rustix::fs::fdatasync(&file)
-                } else {
-                    Ok(())
-                }
-            });
+            let written = fill(file.as_fd(), data, record, self.config.fsync);
             drop(file);
             if let Err(e) = written {
                 work.remove(&temp);
-                return Err(error(Op::Write, key, e));
+                let refused = record.is_some() && e == Errno::NOTSUP;
+                let e = error(Op::Write, key, e);
+                return Err(if refused {
+                    e.with_detail("the filesystem keeps no extended attributes for the checksums: set checksums = \"off\"")
+                } else {
+                    e
+                });
             }
-            match self.install(&work, Some(&temp), key, data) {
+            match self.install(&work, Some(&temp), key, data, record) {
                 Ok(()) => return Ok(()),
                 // A cleaner took the temporary file with the area: write it again.
                 Err(Retry::AreaGone | Retry::ParentGone) => continue,
@@ -477,9 +513,10 @@ impl FsBackend {
         temp: Option<&str>,
         key: &str,
         data: &[u8],
+        record: Option<&[u8]>,
     ) -> Result<(), Retry> {
         let mut created = Vec::new();
-        let result = self.install_into(work, temp, key, data, &mut created);
+        let result = self.install_into(work, temp, key, data, record, &mut created);
         if result.is_err() {
             for dir in created.iter().rev() {
                 self.remove_dir(dir);
@@ -494,6 +531,7 @@ impl FsBackend {
         temp: Option<&str>,
         key: &str,
         data: &[u8],
+        record: Option<&[u8]>,
         created: &mut Vec<String>,
     ) -> Result<(), Retry> {
         let (parent_rel, leaf) = sys::split_parent(key);
@@ -526,7 +564,7 @@ impl FsBackend {
                 // The block's directory is on another mount: write it there.
                 Err(Errno::XDEV) => {
                     self.mounts_below.store(true, Ordering::Relaxed);
-                    match self.write_beside(work, key, &parent, leaf, data) {
+                    match self.write_beside(work, key, &parent, leaf, data, record) {
                         Ok(()) => {}
                         Err(Retry::ParentGone) => continue,
                         Err(other) => return Err(other),
@@ -565,6 +603,7 @@ impl FsBackend {
         parent: &OwnedFd,
         leaf: &str,
         data: &[u8],
+        record: Option<&[u8]>,
     ) -> Result<(), Retry> {
         let mut name = BESIDE.to_vec();
         name.extend_from_slice(format!("{}-{}", work.id(), work.next_number()).as_bytes());
@@ -575,13 +614,7 @@ impl FsBackend {
             Err(Errno::NOENT) => return Err(Retry::ParentGone),
             Err(e) => return Err(error(Op::Write, key, e).into()),
         };
-        let written = sys::write_all(file.as_fd(), data).and_then(|()| {
-            if self.config.fsync {
-                rustix::fs::fdatasync(&file)
-            } else {
-                Ok(())
-            }
-        });
+        let written = fill(file.as_fd(), data, record, self.config.fsync);
         drop(file);
         let renamed = written.and_then(|()| rustix::fs::renameat(parent, name, parent, leaf));
         if let Err(e) = renamed {
@@ -772,6 +805,21 @@ impl FsBackend {
         }
     }
 
+    /// A write, with the checksum record when there is one.
+    fn write_checked(&self, key: &str, data: &[u8], record: Option<&[u8]>) -> Result<()> {
+        self.write_with_retries(key, data, record).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                // A directory vanished under the write however often it started over.
+                Error::new(ErrorKind::Backend, Op::Write)
+                    .with_key(key)
+                    .with_detail(format!("the block's directory kept vanishing: {e}"))
+                    .with_retryable(true)
+            } else {
+                e
+            }
+        })
+    }
+
     /// Opens the block `key` for reading: its descriptor and size. What is at the path
     /// is looked at first, so a FIFO or a device is never opened (opening a FIFO lets a
     /// writer waiting on it go on; opening a device can start a driver's action).
@@ -804,6 +852,22 @@ impl FsBackend {
         Ok((fd, size))
     }
 
+    /// As [`FsBackend::open_block`], but a regular file of any size: with a checksum
+    /// record, a file longer than a block is a damaged block.
+    fn open_file_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
+        match self.open_block(op, key) {
+            Err(e)
+                if e.kind() == ErrorKind::Backend
+                    && e.to_string().contains("not a block of this store") =>
+            {
+                let fd = sys::open_file(self.base(), key).map_err(|e| error(op, key, e))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| error(op, key, e))?;
+                Ok((fd, st.st_size as u64))
+            }
+            other => other,
+        }
+    }
+
     /// The size of the block `key`, looked at without opening it for reading.
     fn stat_block(&self, op: Op, key: &str) -> Result<u64> {
         let fd = sys::open_path(self.base(), key).map_err(|e| {
@@ -827,13 +891,30 @@ impl FsBackend {
         }
         let size = st.st_size as u64;
         if size > BLOCK_SIZE as u64 {
-            return Err(Error::new(ErrorKind::Backend, op)
-                .with_key(key)
-                .with_detail(format!(
-                    "the file holds {size} bytes, more than BLOCK_SIZE ({BLOCK_SIZE}): not a block of this store"
-                )));
+            return Err(too_large(op, key, size));
         }
         Ok(size)
+    }
+}
+
+/// A file too long to be a block.
+fn too_large(op: Op, key: &str, size: u64) -> Error {
+    Error::new(ErrorKind::Backend, op)
+        .with_key(key)
+        .with_detail(format!(
+            "the file holds {size} bytes, more than BLOCK_SIZE ({BLOCK_SIZE}): not a block of this store"
+        ))
+}
+
+/// The checksum record of an open block, `None` when it has none. A record too long
+/// to be one comes back empty, which the checks call corrupt.
+fn read_record(fd: BorrowedFd<'_>) -> std::result::Result<Option<Vec<u8>>, Errno> {
+    let mut buf = [0u8; 4096];
+    match rustix::fs::fgetxattr(fd, SUMS_XATTR, &mut buf[..]) {
+        Ok(n) => Ok(Some(buf[..n].to_vec())),
+        Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
+        Err(Errno::RANGE) => Ok(Some(Vec::new())),
+        Err(e) => Err(e),
     }
 }
 
@@ -892,6 +973,41 @@ fn create_base(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Whether the filesystem refuses user extended attributes (an old tmpfs, some network
+/// filesystems), probed on a file in the work directory.
+fn xattrs_refused(work: &WorkDir) -> bool {
+    let name = "Xattr-Probe";
+    let Ok(fd) = sys::create_new(work.fd(), name, OFlags::WRONLY, 0o600) else {
+        return false;
+    };
+    let refused = matches!(
+        rustix::fs::fsetxattr(&fd, SUMS_XATTR, b"probe", rustix::fs::XattrFlags::empty()),
+        Err(Errno::NOTSUP | Errno::PERM)
+    );
+    drop(fd);
+    work.remove(name);
+    refused
+}
+
+/// Writes `data`, then the checksum record, to a new file and (with `fsync`) makes both
+/// durable: a record is file metadata, which `fdatasync` may leave behind.
+fn fill(
+    file: BorrowedFd<'_>,
+    data: &[u8],
+    record: Option<&[u8]>,
+    fsync: bool,
+) -> std::result::Result<(), Errno> {
+    sys::write_all(file, data)?;
+    if let Some(record) = record {
+        rustix::fs::fsetxattr(file, SUMS_XATTR, record, rustix::fs::XattrFlags::empty())?;
+    }
+    match (fsync, record) {
+        (false, _) => Ok(()),
+        (true, Some(_)) => rustix::fs::fsync(file),
+        (true, None) => rustix::fs::fdatasync(file),
+    }
+}
+
 /// Whether names differing only in case name one file, probed in the work directory;
 /// `None` when the probe cannot be made now (no inode or space left, a read-only
 /// mount): a store that opens on a full disk must still open, for reads and deletes.
@@ -916,16 +1032,63 @@ impl Backend for FsBackend {
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.write_with_retries(key, data).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                // A directory vanished under the write however often it started over.
-                Error::new(ErrorKind::Backend, Op::Write)
-                    .with_key(key)
-                    .with_detail(format!("the block's directory kept vanishing: {e}"))
-                    .with_retryable(true)
-            } else {
-                e
+        self.write_checked(key, data, None)
+    }
+
+    fn checksums(&self) -> Checksums {
+        self.checksums
+    }
+
+    fn checksum_chunk(&self) -> u64 {
+        FS_CHUNK
+    }
+
+    fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
+        self.write_checked(key, data, Some(seal.record()))
+    }
+
+    fn read_sealed(&self, key: &str, range: Option<(u64, u64)>) -> Result<Sealed> {
+        let op = if range.is_some() {
+            Op::ReadRange
+        } else {
+            Op::Read
+        };
+        let (fd, size) = self.open_file_block(op, key)?;
+        let record = read_record(fd.as_fd()).map_err(|e| error(op, key, e))?;
+        if record.is_none() && size > BLOCK_SIZE as u64 {
+            return Err(too_large(op, key, size));
+        }
+        let (start, end) = match range {
+            // A file longer than any block with a record: corrupt, whatever it holds.
+            _ if size > BLOCK_SIZE as u64 => (0, 0),
+            None => (0, size),
+            Some((offset, length)) if record.is_some() => {
+                let chunk = record.as_deref().and_then(record_chunk).unwrap_or(FS_CHUNK);
+                let wide = widen(offset, length, chunk);
+                (wide.start.min(size), wide.end.min(size))
             }
+            Some((offset, length)) => {
+                let r = clamp_range(key, size, offset, length)?;
+                (r.start as u64, r.end as u64)
+            }
+        };
+        let mut data = Vec::with_capacity((end - start) as usize);
+        sys::pread_append(fd.as_fd(), &mut data, (end - start) as usize, start)
+            .map_err(|e| error(op, key, e))?;
+        // Truncated since it was opened: what is there now is what was read.
+        let size = if (data.len() as u64) < end - start {
+            start + data.len() as u64
+        } else {
+            size
+        };
+        if record.is_none() && range.is_some_and(|(offset, _)| offset >= size) {
+            return Err(offset_past_end(key, range.map_or(0, |r| r.0), size));
+        }
+        Ok(Sealed {
+            data,
+            start,
+            size,
+            record,
         })
     }
 
@@ -990,6 +1153,20 @@ impl Backend for FsBackend {
         Ok(Box::new(
             walk.map(move |b| b.map_err(|e| error(Op::List, &shown, e))),
         ))
+    }
+
+    fn about(&self) -> Vec<(&'static str, String)> {
+        let checksums = match (self.config.checksums, self.checksums) {
+            (Checksums::Crc32c, Checksums::Crc32c) => "crc32c",
+            (Checksums::Crc32c, Checksums::Off) => {
+                "off: the filesystem keeps no user extended attributes"
+            }
+            (Checksums::Off, _) => "off",
+        };
+        vec![
+            ("base_path", self.base_path.display().to_string()),
+            ("checksums", checksums.to_owned()),
+        ]
     }
 
     fn health(&self) -> Result<()> {

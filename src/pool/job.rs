@@ -1,6 +1,6 @@
 //! [`Job`]: what a pool runs. One trait for single submissions and batches alike; the
 //! store's own operations are jobs ([`Write`], [`Read`], [`ReadRange`], [`ReadInto`],
-//! [`ReadAt`], [`Size`], [`Delete`]), and so is any closure over the store
+//! [`ReadAt`], [`Size`], [`Delete`], [`Verify`]), and so is any closure over the store
 //! ([`from_fn`]).
 //!
 //! A job that names a key runs after every job on that key submitted before it to the
@@ -61,6 +61,26 @@ impl Write {
             key: key.into(),
             data: data.into(),
         }
+    }
+}
+
+/// Checks a block against its checksums, as `verify_block` (what a scrub runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    /// The block's key.
+    pub key: String,
+}
+
+impl Job for Verify {
+    type Output = crate::Integrity;
+    fn op(&self) -> Op {
+        Op::Verify
+    }
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
+    fn run(self, store: &dyn BlockStore) -> Result<crate::Integrity> {
+        store.verify_block(&self.key)
     }
 }
 

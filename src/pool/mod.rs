@@ -29,7 +29,9 @@ use crate::store::BlockStore;
 pub use batch::Batch;
 pub use config::PoolConfig;
 pub use handle::{Handle, Wait};
-pub use job::{from_fn, Delete, FnJob, Job, Read, ReadAt, ReadInto, ReadRange, Size, Write};
+pub use job::{
+    from_fn, Delete, FnJob, Job, Read, ReadAt, ReadInto, ReadRange, Size, Verify, Write,
+};
 pub use stats::{OpStats, PoolStats};
 
 use handle::Slot;

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::op::Op;
 use crate::store::{BlockRef, BlockStore, Blocks, Report};
 
-use super::job::{call, Delete, Read, ReadAt, ReadInto, ReadRange, Size, Write};
+use super::job::{call, Delete, Read, ReadAt, ReadInto, ReadRange, Size, Verify, Write};
 use super::Pool;
 
 // A wrapper must not lean on a default body that would bypass the workers.
@@ -19,6 +19,12 @@ impl BlockStore for Pool {
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
         self.call(Read {
+            key: key.to_owned(),
+        })
+    }
+
+    fn verify_block(&self, key: &str) -> Result<crate::Integrity> {
+        self.call(Verify {
             key: key.to_owned(),
         })
     }

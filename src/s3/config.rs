@@ -111,6 +111,16 @@ pub struct S3Config {
     /// way (and `content_md5` can add a digest the server checks). Default `false`.
     #[serde(default)]
     pub unsigned_payload: bool,
+    /// Keep a CRC32C per 16 KiB chunk with each block, in the object's metadata
+    /// (`x-amz-meta-blockstore-sums`), and verify it on each read. Default `"crc32c"`.
+    #[serde(default)]
+    pub checksums: crate::Checksums,
+    /// With checksums on, also send the whole block's CRC32C as
+    /// `x-amz-checksum-crc32c`, so that a server that checks it (AWS S3) refuses a body
+    /// damaged on the way. Default `true`; turn it off for a server that refuses the
+    /// header.
+    #[serde(default = "yes")]
+    pub checksum_header: bool,
 }
 
 /// `block_store.s3.credentials`: where the keys come from.
@@ -207,6 +217,8 @@ impl S3Config {
             storage_class: String::new(),
             ca_file: String::new(),
             unsigned_payload: false,
+            checksums: crate::Checksums::Crc32c,
+            checksum_header: true,
         }
     }
 
@@ -402,6 +414,8 @@ impl fmt::Debug for S3Config {
             .field("storage_class", &self.storage_class)
             .field("ca_file", &self.ca_file)
             .field("unsigned_payload", &self.unsigned_payload)
+            .field("checksums", &self.checksums)
+            .field("checksum_header", &self.checksum_header)
             .finish()
     }
 }

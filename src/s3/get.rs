@@ -40,13 +40,30 @@ pub(crate) enum Want {
 /// What a checked read found.
 #[derive(Debug)]
 pub(crate) enum Got {
-    /// The bytes asked for.
-    Bytes(Vec<u8>),
+    /// The bytes asked for, and what the reply said of the object.
+    Bytes(Vec<u8>, Object),
     /// The object is larger than any block: not ours to return.
     Oversized,
     /// The range starts at or past the end of an object of this size (a server that
     /// ignored `Range` and sent the whole object).
     PastEnd { size: u64 },
+}
+
+/// What a reply said of the whole object besides the bytes.
+#[derive(Debug)]
+pub(crate) struct Object {
+    /// Its size.
+    pub(crate) size: u64,
+    /// Its checksum record (`x-amz-meta-blockstore-sums`, decoded; empty when it is not
+    /// base64, which the checks call corrupt).
+    pub(crate) sums: Option<Vec<u8>>,
+}
+
+/// The checksum record a reply carries, if any.
+pub(crate) fn sums_of(reply: &Response) -> Option<Vec<u8>> {
+    use base64::prelude::{Engine, BASE64_STANDARD};
+    header(reply, super::put::SUMS_HEADER)
+        .map(|v| BASE64_STANDARD.decode(v.trim()).unwrap_or_default())
 }
 
 /// `Content-Range: bytes a-b/total`; a `*` total is `None`.
@@ -87,6 +104,7 @@ pub(crate) async fn get_object(
     let status = reply.status().as_u16();
     let range = header(&reply, "content-range").map(str::to_owned);
     let declared = reply.content_length();
+    let sums = sums_of(&reply);
     match (want, status, range) {
         (Want::Whole, 200, None) => {
             let body = read(reply, limit.saturating_add(1)).await?;
@@ -94,7 +112,8 @@ pub(crate) async fn get_object(
                 return Ok(Got::Oversized);
             }
             check_declared(declared, body.len())?;
-            Ok(Got::Bytes(body))
+            let size = body.len() as u64;
+            Ok(Got::Bytes(body, Object { size, sums }))
         }
         (Want::Range { first, last }, 200, None) => {
             // The server ignored `Range`: this is the whole object.
@@ -110,7 +129,7 @@ pub(crate) async fn get_object(
             let end = last.map_or(size, |l| l.saturating_add(1).min(size));
             body.truncate(end as usize);
             body.drain(..first as usize);
-            Ok(Got::Bytes(body))
+            Ok(Got::Bytes(body, Object { size, sums }))
         }
         (Want::Range { first, last }, 206, Some(range)) => {
             let Some((a, b, total)) = content_range(&range) else {
@@ -146,7 +165,7 @@ pub(crate) async fn get_object(
                     body.len()
                 )));
             }
-            Ok(Got::Bytes(body))
+            Ok(Got::Bytes(body, Object { size: total, sums }))
         }
         (Want::Whole, 206, _) => Err(AttemptError::Invalid(
             "a 206 partial reply to a whole-object read".into(),

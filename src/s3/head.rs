@@ -11,6 +11,8 @@ use super::sign::{object_url, signed, EMPTY_SHA256};
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) size: u64,
+    /// The checksum record in the object's metadata, if any.
+    pub(crate) sums: Option<Vec<u8>>,
 }
 
 /// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size
@@ -29,5 +31,8 @@ pub(crate) async fn head_object(target: &Target, object_key: &str) -> Result<Hea
     let size = header(&reply, "content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| AttemptError::Invalid("a HEAD reply without Content-Length".into()))?;
-    Ok(Head { size })
+    Ok(Head {
+        size,
+        sums: super::get::sums_of(&reply),
+    })
 }

@@ -42,6 +42,10 @@ pub(crate) struct Upload {
     sha256: String,
     /// Base64 MD5 for `Content-MD5`, when asked for.
     md5: Option<String>,
+    /// The checksum record for `x-amz-meta-blockstore-sums`, base64.
+    sums: Option<String>,
+    /// The whole block's CRC32C for `x-amz-checksum-crc32c`, base64 of its 4 bytes.
+    crc32c: Option<String>,
 }
 
 impl Upload {
@@ -59,9 +63,22 @@ impl Upload {
                 hex::encode(Sha256::digest(data))
             },
             md5,
+            sums: None,
+            crc32c: None,
         }
     }
+
+    /// Sends the block's checksum `record` in its metadata, and its whole `crc32c` as
+    /// `x-amz-checksum-crc32c` when given.
+    pub(crate) fn with_sums(mut self, record: &[u8], crc32c: Option<u32>) -> Upload {
+        self.sums = Some(BASE64_STANDARD.encode(record));
+        self.crc32c = crc32c.map(|c| BASE64_STANDARD.encode(c.to_be_bytes()));
+        self
+    }
 }
+
+/// The metadata header that holds a block's checksum record.
+pub(crate) const SUMS_HEADER: &str = "x-amz-meta-blockstore-sums";
 
 /// One PutObject attempt.
 pub(crate) async fn put_object(
@@ -77,6 +94,15 @@ pub(crate) async fn put_object(
     );
     if let Some(md5) = &upload.md5 {
         headers.insert(HeaderName::from_static("content-md5"), header(md5)?);
+    }
+    if let Some(sums) = &upload.sums {
+        headers.insert(HeaderName::from_static(SUMS_HEADER), header(sums)?);
+    }
+    if let Some(crc) = &upload.crc32c {
+        headers.insert(
+            HeaderName::from_static("x-amz-checksum-crc32c"),
+            header(crc)?,
+        );
     }
     // Encryption and storage class, and the SSE-C key: signed like every header.
     headers.extend(target.write_headers.clone());

@@ -2,6 +2,7 @@
 //! binary, mounts that unmount themselves, and tree inspection.
 #![allow(dead_code)]
 
+pub mod damage;
 #[cfg(feature = "s3")]
 pub mod metadata;
 pub mod model;

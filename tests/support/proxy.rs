@@ -57,6 +57,8 @@ struct Plan {
     delays: VecDeque<Duration>,
     /// Request bodies still to corrupt (one byte flipped) on the way to the server.
     corrupt: usize,
+    /// GET responses still to corrupt (one byte of the body flipped) on the way back.
+    corrupt_responses: usize,
     /// Whole responses to answer with instead of the server.
     canned: VecDeque<Canned>,
     /// Hold every forwarded response back this long (a slow server).
@@ -278,6 +280,12 @@ impl Proxy {
         self.shared.plan.lock().unwrap().corrupt += n;
     }
 
+    /// Flips one byte in the body of each of the next `n` GET responses on the way back
+    /// to the client (past the first 2 KiB of the response, so bodies of at least that).
+    pub fn corrupt_next_response_bodies(&self, n: usize) {
+        self.shared.plan.lock().unwrap().corrupt_responses += n;
+    }
+
     /// While on, requests are read and never answered (a hung server).
     pub fn blackhole(&self, on: bool) {
         self.shared.blackhole.store(on, Ordering::SeqCst);
@@ -380,6 +388,8 @@ struct Pending {
     cut: Option<Cut>,
     delay: Option<Duration>,
     sent: usize,
+    /// Flip a byte of this response past its head (bodies of at least 2 KiB).
+    corrupt: bool,
 }
 
 fn serve(mut client: TcpStream, shared: &Shared) {
@@ -519,8 +529,13 @@ fn serve(mut client: TcpStream, shared: &Shared) {
                 plan.corrupt -= 1;
             }
             let delay = plan.delays.pop_front().or(plan.delay_each);
-            (plan.cuts.pop_front(), delay, corrupt)
+            let corrupt_response = method == "GET" && plan.corrupt_responses > 0;
+            if corrupt_response {
+                plan.corrupt_responses -= 1;
+            }
+            (plan.cuts.pop_front(), delay, (corrupt, corrupt_response))
         };
+        let (corrupt, corrupt_response) = corrupt;
         let mut request = request;
         if corrupt {
             if let Some(last) = request.last_mut() {
@@ -532,6 +547,7 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             (Some(Cut::Truncate(_)), _, _) => Some("truncate"),
             (None, Some(_), _) => Some("delay"),
             (None, None, true) => Some("corrupt"),
+            (None, None, false) if corrupt_response => Some("corrupt response"),
             (None, None, false) => None,
         };
         record(shared, &request, &method, &target, fault);
@@ -539,6 +555,7 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             cut,
             delay,
             sent: 0,
+            corrupt: corrupt_response,
         };
         if upstream.write_all(&request).is_err() {
             let _ = client.shutdown(Shutdown::Both);
@@ -585,6 +602,10 @@ fn pump_responses(up: &mut TcpStream, down: &mut TcpStream, pending: &Mutex<Pend
                 return;
             }
             _ => {
+                if p.corrupt && p.sent + n > 2048 {
+                    buf[n - 1] ^= 0x10;
+                    p.corrupt = false;
+                }
                 p.sent += n;
                 if down.write_all(&buf[..n]).is_err() {
                     return;

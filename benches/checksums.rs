@@ -1,0 +1,152 @@
+//! What checksums cost: each case runs with `checksums = "crc32c"` and with `"off"`,
+//! side by side in one run, so the ratio off/on is the share of speed checksums keep.
+//! - filesystem: 4 MiB writes (fsync on and off), 4 MiB reads from the page cache,
+//!   4 KiB range reads at random offsets;
+//! - S3 (the server `BLOCKSTORE_S3_ENDPOINT` names, e.g. RGW; else moto): 4 MiB PUT
+//!   and GET.
+//!
+//! Ratios: `scripts/checksum-ratios.sh` reads them from criterion's estimates.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use blockstore::{BlockStore, Checksums, FsConfig, FsStore, S3Store, BLOCK_SIZE};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const MODES: [Checksums; 2] = [Checksums::Off, Checksums::Crc32c];
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+}
+
+fn fs_stores(dir: &std::path::Path, fsync: bool) -> Vec<(Checksums, FsStore)> {
+    MODES
+        .iter()
+        .map(|&mode| {
+            let mut config = FsConfig::new(dir.join(mode.as_str()));
+            config.fsync = fsync;
+            config.checksums = mode;
+            (mode, FsStore::open(config).unwrap())
+        })
+        .collect()
+}
+
+fn filesystem(c: &mut Criterion) {
+    let block = data(BLOCK_SIZE);
+    for fsync in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = fs_stores(dir.path(), fsync);
+        let mut group = c.benchmark_group(format!(
+            "checksums_fs_write_4MiB_fsync_{}",
+            if fsync { "on" } else { "off" }
+        ));
+        group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
+        group.sample_size(20);
+        for (mode, store) in &stores {
+            let mut i = 0u64;
+            group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+                b.iter(|| {
+                    i += 1;
+                    store
+                        .write_block(&format!("w/chunk-0/block-{}", i % 64), &block)
+                        .unwrap()
+                })
+            });
+        }
+        group.finish();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let stores = fs_stores(dir.path(), false);
+    for (_, store) in &stores {
+        for i in 0..16 {
+            store
+                .write_block(&format!("r/chunk-0/block-{i}"), &block)
+                .unwrap();
+        }
+        // Into the page cache before timing.
+        for i in 0..16 {
+            store.read_block(&format!("r/chunk-0/block-{i}")).unwrap();
+        }
+    }
+    let mut group = c.benchmark_group("checksums_fs_read_4MiB");
+    group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
+    for (mode, store) in &stores {
+        let mut i = 0u64;
+        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+            b.iter(|| {
+                i += 1;
+                store
+                    .read_block(&format!("r/chunk-0/block-{}", i % 16))
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("checksums_fs_range_4KiB");
+    group.throughput(Throughput::Bytes(4096));
+    for (mode, store) in &stores {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = vec![0u8; 4096];
+        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+            b.iter(|| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let offset = x % (BLOCK_SIZE as u64 - 4096);
+                store
+                    .read_block_range_into(&format!("r/chunk-0/block-{}", x % 16), offset, &mut buf)
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn s3(c: &mut Criterion) {
+    let block = data(BLOCK_SIZE);
+    let base = support::s3::config();
+    let _cleanup = support::s3::Cleanup(base.clone());
+    let stores: Vec<(Checksums, S3Store)> = MODES
+        .iter()
+        .map(|&mode| {
+            let mut config = base.clone();
+            config.checksums = mode;
+            (mode, S3Store::open(config).unwrap())
+        })
+        .collect();
+    let mut group = c.benchmark_group("checksums_s3_put_4MiB");
+    group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
+    group.sample_size(10);
+    for (mode, store) in &stores {
+        let mut i = 0u64;
+        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+            b.iter(|| {
+                i += 1;
+                store
+                    .write_block(
+                        &format!("{}/chunk-0/block-{}", mode.as_str(), i % 8),
+                        &block,
+                    )
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("checksums_s3_get_4MiB");
+    group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
+    group.sample_size(10);
+    for (mode, store) in &stores {
+        store
+            .write_block(&format!("{}/get", mode.as_str()), &block)
+            .unwrap();
+        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+            b.iter(|| store.read_block(&format!("{}/get", mode.as_str())).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, filesystem, s3);
+criterion_main!(benches);

@@ -1,0 +1,259 @@
+//! Checksums against damage done behind the store's back: bytes flipped, files
+//! truncated and extended on disk, blocks changed through the memory store's hook.
+//! Damaged chunks are `Corrupt` for every read that touches them, through the pool
+//! too; chunks that are not damaged still read.
+
+mod support;
+
+use std::sync::Arc;
+
+use blockstore::{
+    BlockStore, Checksums, ErrorKind, FsConfig, FsStore, Integrity, MemoryStore, Pool, PoolConfig,
+};
+use support::damage::{
+    pattern, reads_see_the_damage, Damage, DAMAGES, FS_CHUNK, LEN, MEMORY_CHUNK,
+};
+
+fn fs_store(dir: &std::path::Path, checksums: Checksums) -> FsStore {
+    let mut config = FsConfig::new(dir);
+    config.checksums = checksums;
+    FsStore::open(config).unwrap()
+}
+
+#[test]
+fn filesystem_damage_on_disk_is_corrupt_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(dir.path(), Checksums::Crc32c);
+    let data = pattern(LEN as usize, 3);
+    for (i, damage) in DAMAGES.into_iter().enumerate() {
+        let key = format!("f/{i}/chunk-0/block-0");
+        store.write_block(&key, &data).unwrap();
+        assert_eq!(store.verify_block(&key).unwrap(), Integrity::Verified);
+        damage.apply_on_disk(&dir.path().join(&key));
+        reads_see_the_damage(&store, &key, &data, damage, FS_CHUNK);
+        // A new write of the block heals it.
+        store.write_block(&key, &data).unwrap();
+        assert_eq!(store.read_block(&key).unwrap(), data);
+    }
+}
+
+#[test]
+fn damage_is_corrupt_through_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(fs_store(dir.path(), Checksums::Crc32c));
+    let pool = Pool::new(store, PoolConfig::default()).unwrap();
+    let data = pattern(LEN as usize, 5);
+    let key = "p/chunk-0/block-0";
+    pool.write_block(key, &data).unwrap();
+    let damage = Damage::Flip(2 * FS_CHUNK + 1);
+    damage.apply_on_disk(&dir.path().join(key));
+    reads_see_the_damage(&pool, key, &data, damage, FS_CHUNK);
+}
+
+#[test]
+fn memory_damage_through_the_hook() {
+    let store = MemoryStore::with_checksums(Checksums::Crc32c);
+    let data = pattern(LEN as usize, 7);
+    for (i, damage) in DAMAGES.into_iter().enumerate() {
+        let key = format!("m/{i}");
+        store.write_block(&key, &data).unwrap();
+        assert!(store.damage(&key, |bytes| damage.apply(bytes)));
+        reads_see_the_damage(&store, &key, &data, damage, MEMORY_CHUNK);
+    }
+    assert!(!store.damage("m/none", |_| {}));
+    // Without checksums the same damage goes unseen: what `off` means.
+    let plain = MemoryStore::new();
+    plain.write_block("k", &data).unwrap();
+    plain.damage("k", |b| b[0] ^= 1);
+    assert_eq!(plain.verify_block("k").unwrap(), Integrity::Unverified);
+    assert_ne!(plain.read_block("k").unwrap(), data);
+}
+
+/// Blocks written with checksums off (or before checksums existed) stay readable and
+/// are reported unverified; a store with checksums off still verifies on request.
+#[test]
+fn blocks_without_checksums_are_unverified_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(LEN as usize, 11);
+    {
+        let off = fs_store(dir.path(), Checksums::Off);
+        off.write_block("old/block", &data).unwrap();
+        off.write_block("new/block", b"placeholder").unwrap();
+    }
+    let on = fs_store(dir.path(), Checksums::Crc32c);
+    on.write_block("new/block", &data).unwrap();
+    assert_eq!(on.read_block("old/block").unwrap(), data);
+    assert_eq!(
+        on.read_block_range("old/block", FS_CHUNK - 1, 2).unwrap(),
+        &data[FS_CHUNK as usize - 1..FS_CHUNK as usize + 1]
+    );
+    assert_eq!(on.verify_block("old/block").unwrap(), Integrity::Unverified);
+    assert_eq!(on.verify_block("new/block").unwrap(), Integrity::Verified);
+    let off = fs_store(dir.path(), Checksums::Off);
+    assert_eq!(off.verify_block("new/block").unwrap(), Integrity::Verified);
+    // A store with checksums off neither checks nor refuses on ordinary reads.
+    Damage::Flip(5).apply_on_disk(&dir.path().join("new/block"));
+    assert_eq!(off.read_block("new/block").unwrap().len(), LEN as usize);
+    assert_eq!(
+        off.verify_block("new/block").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        on.read_block("new/block").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+}
+
+/// The record itself: removed, the block is unverified; rewritten with garbage or with
+/// another block's record, it is corrupt.
+#[test]
+fn a_damaged_record_is_corrupt_and_a_missing_one_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(dir.path(), Checksums::Crc32c);
+    let data = pattern(LEN as usize, 13);
+    store.write_block("r/a", &data).unwrap();
+    store
+        .write_block("r/b", &pattern(LEN as usize, 14))
+        .unwrap();
+    let path = |k: &str| {
+        std::ffi::CString::new(dir.path().join(k).into_os_string().into_encoded_bytes()).unwrap()
+    };
+    let name = c"user.blockstore.sums";
+    let get = |k: &str| {
+        let mut buf = vec![0u8; 1024];
+        let n = unsafe {
+            libc::getxattr(
+                path(k).as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert!(n > 0, "{k} has a record");
+        buf.truncate(n as usize);
+        buf
+    };
+    let set = |k: &str, value: &[u8]| {
+        let r = unsafe {
+            libc::setxattr(
+                path(k).as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0);
+    };
+    let record = get("r/a");
+    assert_eq!(&record[..4], b"BSUM");
+    assert_eq!(record.len() as u64, 24 + 4 * LEN.div_ceil(FS_CHUNK));
+    set("r/a", &get("r/b"));
+    assert_eq!(
+        store.read_block("r/a").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    set("r/a", b"garbage");
+    let e = store.read_block("r/a").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.to_string().contains("checksum record"), "{e}");
+    set("r/a", &[b'x'; 900]);
+    assert_eq!(
+        store.read_block("r/a").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    let r = unsafe { libc::removexattr(path("r/a").as_ptr(), name.as_ptr()) };
+    assert_eq!(r, 0);
+    assert_eq!(store.read_block("r/a").unwrap(), data);
+    assert_eq!(store.verify_block("r/a").unwrap(), Integrity::Unverified);
+}
+
+/// On a filesystem without user extended attributes (ramfs; some network mounts) the
+/// store opens, writes without checksums, reads back, and says so in its report.
+#[test]
+fn without_extended_attributes_the_store_writes_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = support::mount_or_explain(
+        support::Mount::new(&dir.path().join("ramfs"), &["-t", "ramfs", "ramfs"]),
+        "ramfs",
+    ) else {
+        return;
+    };
+    let store = fs_store(&mount.path.join("store"), Checksums::Crc32c);
+    let data = pattern(LEN as usize, 17);
+    store.write_block("x/chunk-0/block-0", &data).unwrap();
+    assert_eq!(store.read_block("x/chunk-0/block-0").unwrap(), data);
+    assert_eq!(
+        store.verify_block("x/chunk-0/block-0").unwrap(),
+        Integrity::Unverified
+    );
+    assert_eq!(
+        store.report().about("checksums"),
+        Some("off: the filesystem keeps no user extended attributes")
+    );
+    store.close().unwrap();
+}
+
+/// The checksum attribute survives on every filesystem the store runs on: damage on
+/// loop-mounted ext4, xfs and btrfs, and on an overlayfs, is found.
+#[test]
+fn damage_is_found_on_every_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(LEN as usize, 19);
+    let mut bases = Vec::new();
+    let mut mounts = Vec::new();
+    for kind in ["ext4", "xfs", "btrfs"] {
+        let sub = dir.path().join(kind);
+        std::fs::create_dir_all(&sub).unwrap();
+        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
+            return;
+        };
+        bases.push((kind.to_owned(), m.path.join("store")));
+        mounts.push(m);
+    }
+    let (lower, upper, work) = (
+        dir.path().join("lower"),
+        dir.path().join("upper"),
+        dir.path().join("work"),
+    );
+    for d in [&lower, &upper, &work] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let Some(overlay) = support::mount_or_explain(
+        support::Mount::new(
+            &dir.path().join("overlay"),
+            &["-t", "overlay", "overlay", "-o", &options],
+        ),
+        "overlay",
+    ) else {
+        return;
+    };
+    bases.push(("overlay".into(), overlay.path.join("store")));
+    for (kind, base) in bases {
+        let store = fs_store(&base, Checksums::Crc32c);
+        assert_eq!(store.report().about("checksums"), Some("crc32c"), "{kind}");
+        store.write_block("k/chunk-0/block-0", &data).unwrap();
+        assert_eq!(
+            store.verify_block("k/chunk-0/block-0").unwrap(),
+            Integrity::Verified,
+            "{kind}"
+        );
+        Damage::Flip(2 * FS_CHUNK + 9).apply_on_disk(&base.join("k/chunk-0/block-0"));
+        let e = store.read_block("k/chunk-0/block-0").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
+        assert_eq!(
+            store.read_block_range("k/chunk-0/block-0", 0, 100).unwrap(),
+            &data[..100],
+            "{kind}"
+        );
+        store.close().unwrap();
+    }
+    drop(overlay);
+    drop(mounts);
+}
