@@ -144,17 +144,20 @@ impl<B: Backend> Checked<B> {
             return Err(offset_past_end(key, offset, sealed.size));
         }
         let end = offset.saturating_add(length).min(sealed.size);
-        let from = (offset - sealed.start) as usize;
-        let to = (end - sealed.start) as usize;
-        if sealed.start > offset || to > sealed.data.len() {
+        // The object may have changed between two requests of one read (S3): what came
+        // back must cover the range, or the read is retried by the caller.
+        if sealed.start > offset || end - sealed.start > sealed.data.len() as u64 {
             return Err(crate::Error::new(ErrorKind::Backend, Op::ReadRange)
                 .with_key(key)
+                .with_retryable(true)
                 .with_detail(format!(
                     "the backend read {} bytes from {}, which do not cover {offset}..{end}",
                     sealed.data.len(),
                     sealed.start
                 )));
         }
+        let from = (offset - sealed.start) as usize;
+        let to = (end - sealed.start) as usize;
         Ok((sealed.data, from..to))
     }
 }

@@ -1,4 +1,4 @@
-//! Checksums kept with every block: a CRC32C of each 16 KiB chunk and of the whole,
+//! Checksums kept with every block: a CRC32C of each chunk and of the whole,
 //! written with the block and checked on every read, so a damaged block is never
 //! returned as data.
 //!
@@ -14,23 +14,32 @@
 //! | 4 | version, 1 |
 //! | 5 | algorithm, 1 = CRC32C (Castagnoli) |
 //! | 6..8 | reserved, 0 |
-//! | 8..12 | chunk size in bytes (16,384) |
+//! | 8..12 | chunk size in bytes, a power of two from 4 KiB to 1 MiB |
 //! | 12..20 | block length in bytes |
 //! | 20..24 | CRC32C of the whole block |
 //! | 24.. | CRC32C of each chunk in order, the last one possibly short |
 //!
-//! A 4 MiB block has 256 chunks: 1,048 bytes (1,400 in base64, within S3's 2 KB of
-//! user metadata and ext4's one block of attributes). A record that does not parse, or whose
+//! Each backend picks its chunk: the filesystem 8 KiB (a 4 MiB block's record is
+//! 2,072 bytes; larger chunks where the filesystem gives a file less room, such as
+//! ext4 with 1 KiB blocks), S3 64 KiB (280 bytes, 376 in base64, within the 2 KB of
+//! metadata AWS allows), the memory store 16 KiB. A record that does not parse, or whose
 //! length is not the block's, makes the block `Corrupt` like a checksum that does not
 //! match; a block with no record at all (written with `checksums = "off"`, or before
 //! checksums existed) is served unverified.
 //!
 //! # Ranges
 //!
-//! A range read reads the whole chunks it touches (less than 16 KiB more at each end)
-//! and verifies only those: a 4 KiB read of a 4 MiB block checks 16 KiB (32 KiB when
-//! it crosses a chunk edge), not 4 MiB. Smaller chunks would make small ranges cheaper
-//! still but the record too large for S3's metadata; larger ones, every range dearer.
+//! A range read reads the whole chunks it touches (less than a chunk more at each end)
+//! and verifies only those: a 4 KiB read of a 4 MiB block on the filesystem checks
+//! 8 KiB (16 KiB when it crosses a chunk edge), not 4 MiB. Smaller chunks make small
+//! ranges cheaper but the record larger than where it is kept allows.
+//!
+//! # What checksums cannot see
+//!
+//! A block whose record was removed (a tool that rewrites a file through a new inode,
+//! `sed -i`, a copy without extended attributes) reads as unverified, not corrupt. The
+//! record does not name its key: a block file copied over another with its attribute
+//! is served as that key's block.
 
 use std::ops::Range;
 
@@ -54,10 +63,11 @@ const HEADER: usize = 24;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Checksums {
-    /// A CRC32C per 16 KiB chunk, written with each block and verified on each read.
+    /// A CRC32C per chunk, written with each block and verified on each read.
     #[default]
     Crc32c,
-    /// No checksums are written; blocks that have them are still verified.
+    /// No checksums are written and ordinary reads check nothing (a block written
+    /// with them still has them; `verify_block` still checks it).
     Off,
 }
 
@@ -153,6 +163,12 @@ impl<'a> Record<'a> {
         let mut len = [0u8; 8];
         len.copy_from_slice(&record[12..20]);
         let len = u64::from_le_bytes(len);
+        if len > crate::BLOCK_SIZE as u64 {
+            return Err(bad(&format!(
+                "is for {len} bytes, more than any block ({})",
+                crate::BLOCK_SIZE
+            )));
+        }
         let crcs = &record[HEADER..];
         if crcs.len() % 4 != 0 || (crcs.len() / 4) as u64 != len.div_ceil(chunk) {
             return Err(bad(&format!(
@@ -345,6 +361,12 @@ mod tests {
         let mut wrong_version = good.clone();
         wrong_version[4] = 2;
         cases.push(wrong_version);
+        // A record for more bytes than any block (a file grown past 4 MiB, with a
+        // record made to match it).
+        let mut huge = Sums::of(&block(70_000), CHUNK_SIZE).encode();
+        huge[12..20].copy_from_slice(&5_000_000u64.to_le_bytes());
+        huge.resize(24 + 4 * 5_000_000usize.div_ceil(16_384), 0);
+        cases.push(huge);
         let mut extra = good.clone();
         extra.extend_from_slice(&[0; 4]);
         cases.push(extra);

@@ -257,3 +257,111 @@ fn damage_is_found_on_every_filesystem() {
     drop(overlay);
     drop(mounts);
 }
+
+/// ext4 keeps a file's attributes in one block: with 1 KiB blocks the 8 KiB chunks'
+/// record (2,072 bytes) does not fit, so the store picks larger chunks at open and
+/// full-size blocks still write and verify.
+#[test]
+fn small_block_ext4_gets_larger_chunks_and_full_blocks_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ext4-1k.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let made = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "1024"])
+        .arg(&image)
+        .status();
+    let made = match made {
+        Ok(s) if s.success() => Ok(()),
+        other => Err(format!("mkfs.ext4 -b 1024 failed: {other:?}")),
+    };
+    let mount = made.and_then(|()| {
+        support::Mount::new(
+            &dir.path().join("mnt"),
+            &["-o", "loop", image.to_str().unwrap()],
+        )
+    });
+    let Some(mount) = support::mount_or_explain(mount, "ext4 with 1 KiB blocks") else {
+        return;
+    };
+    let store = fs_store(&mount.path.join("store"), Checksums::Crc32c);
+    assert_eq!(store.report().about("checksums"), Some("crc32c"));
+    assert_eq!(store.report().about("checksum_chunk"), Some("32 KiB"));
+    let data = pattern(blockstore::BLOCK_SIZE, 29);
+    store.write_block("big/chunk-0/block-0", &data).unwrap();
+    assert_eq!(
+        store.verify_block("big/chunk-0/block-0").unwrap(),
+        Integrity::Verified
+    );
+    Damage::Flip(100_000).apply_on_disk(&mount.path.join("store/big/chunk-0/block-0"));
+    let e = store.read_block("big/chunk-0/block-0").unwrap_err();
+    assert!(
+        e.to_string().contains("chunk 3 (bytes 98304..131072)"),
+        "{e}"
+    );
+    store.close().unwrap();
+}
+
+/// A backend whose answer does not cover the range asked for (an S3 object replaced
+/// between the two requests of one read) gives a retryable error, never a panic or
+/// wrong bytes.
+#[test]
+fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
+    use blockstore::backend::{Backend, Checked, Fields, Sealed};
+    use blockstore::{Blocks, Result};
+
+    struct Shifting;
+    impl Backend for Shifting {
+        fn name(&self) -> &'static str {
+            "shifting"
+        }
+        fn write(&self, _: &str, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn read(&self, _: &str) -> Result<Vec<u8>> {
+            Ok(vec![0; 10])
+        }
+        fn read_range(&self, _: &str, _: u64, _: u64) -> Result<Vec<u8>> {
+            Ok(vec![0; 10])
+        }
+        fn size(&self, _: &str) -> Result<u64> {
+            Ok(4 << 20)
+        }
+        fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn delete_prefix(&self, _: &str) -> Result<u64> {
+            Ok(0)
+        }
+        fn scan(&self, _: &str, _: Option<&str>, _: Fields) -> Result<Blocks<'_>> {
+            Ok(Box::new(std::iter::empty()))
+        }
+        fn health(&self) -> Result<()> {
+            Ok(())
+        }
+        fn checksums(&self) -> Checksums {
+            Checksums::Crc32c
+        }
+        // Says its bytes start past the offset asked for, with no record.
+        fn read_sealed(&self, _: &str, _: Option<(u64, u64)>) -> Result<Sealed> {
+            Ok(Sealed {
+                data: vec![0; 100],
+                start: 1_000_000,
+                size: 4 << 20,
+                record: None,
+            })
+        }
+    }
+    let store = Checked::from_backend(Shifting);
+    for e in [
+        store.read_block_range("k", 70_000, 10).unwrap_err(),
+        store
+            .read_block_range_into("k", 70_000, &mut [0u8; 10])
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+        assert!(e.is_retryable(), "{e}");
+    }
+}

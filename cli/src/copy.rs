@@ -249,11 +249,22 @@ fn copy_one(
     present_size: Option<u64>,
     verify: bool,
 ) -> blockstore::Result<Outcome> {
-    let data = source.read_block(key)?;
-    let outcome = match present_size {
-        Some(size) if size == data.len() as u64 && dest.read_block(key)? == data => {
-            Outcome::Skipped
+    let data = source
+        .read_block(key)
+        .map_err(|e| e.with_detail("in the source store"))?;
+    // A destination block that fails its checksums differs: copying over it repairs it.
+    let same = |size: u64| -> blockstore::Result<bool> {
+        if size != data.len() as u64 {
+            return Ok(false);
         }
+        match dest.read_block(key) {
+            Ok(there) => Ok(there == data),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let outcome = match present_size {
+        Some(size) if same(size)? => Outcome::Skipped,
         _ => {
             dest.write_block(key, &data)?;
             Outcome::Copied

@@ -6,9 +6,10 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use blockstore::pool::Verify;
@@ -16,6 +17,13 @@ use blockstore::{BlockStore, ErrorKind, Integrity, Pool, PoolConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{human_bytes, load_config, open, shown, Create, Failure, Output, EXIT_FAILURE};
+
+/// Set by Ctrl-C or SIGTERM: no new block is started, the ones in flight finish, and
+/// the summary says where to resume.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The exit code of a scrub stopped by a signal.
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// How many corrupt keys `--json` lists, the first found, in key order (the count is
 /// always whole).
@@ -46,6 +54,7 @@ struct Tally {
 }
 
 pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failure> {
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
     let mut config = load_config(config)?;
     let pool_config = config.pool.take().unwrap_or(PoolConfig {
         workers: 8,
@@ -76,6 +85,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         let (keys, listing_failed) = (keys.clone(), listing_failed.clone());
         blocks
             .map_while(move |b| match b {
+                _ if STOP.load(Ordering::Relaxed) => None,
                 Ok(b) => Some(b),
                 Err(e) => {
                     listing_failed.borrow_mut().get_or_insert(e);
@@ -98,15 +108,15 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
             Ok(Integrity::Unverified) => tally.unverified += 1,
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 tally.corrupt += 1;
-                bar.suspend(|| {
-                    if !out.json {
-                        println!(
-                            "corrupt {}: {}",
-                            shown(&key),
-                            e.detail().unwrap_or_default()
-                        );
-                    }
-                });
+                if !out.json {
+                    let line = format!(
+                        "corrupt {}: {}",
+                        shown(&key),
+                        e.detail().unwrap_or_default()
+                    );
+                    // A reader that went away (`scrub | head`) ends the scrub quietly.
+                    bar.suspend(|| writeln!(std::io::stdout(), "{line}"))?;
+                }
                 if tally.corrupt_keys.len() < LISTED {
                     tally.corrupt_keys.push(key.clone());
                 }
@@ -136,26 +146,29 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     let elapsed = started.elapsed().as_secs_f64();
     // Found in the order the workers finished; listed in key order.
     tally.corrupt_keys.sort();
+    let interrupted = STOP.load(Ordering::Relaxed);
     if out.json {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}",
             serde_json::json!({
                 "verified": tally.verified, "unverified": tally.unverified,
                 "corrupt": tally.corrupt, "corrupt_keys": tally.corrupt_keys,
                 "vanished": tally.vanished, "failed": tally.failed,
                 "bytes": tally.bytes, "seconds": elapsed, "resume_after": resume_after,
+                "interrupted": interrupted,
             })
-        );
+        )?;
     } else {
         let unverified = if tally.unverified > 0 {
             format!(
-                ", {} without checksums (written with checksums off: nothing to check them by)",
+                ", {} without checksums (written with checksums off, or rewritten by a tool that dropped them: nothing to check them by)",
                 tally.unverified
             )
         } else {
             String::new()
         };
-        out.info(format!(
+        let line = format!(
             "scrubbed {} blocks ({}) in {elapsed:.1} s: {} verified, {} corrupt{unverified}{}",
             tally.verified + tally.unverified + tally.corrupt,
             human_bytes(tally.bytes),
@@ -166,11 +179,20 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
             } else {
                 String::new()
             },
-        ));
+        );
+        if !out.quiet {
+            writeln!(std::io::stdout(), "{line}")?;
+        }
     }
     let resume = resume_after.as_ref().map_or(String::new(), |k| {
         format!("; resume with --start-after {k:?}")
     });
+    if interrupted {
+        return Err(Failure {
+            code: EXIT_INTERRUPTED,
+            message: format!("scrub: interrupted{resume}"),
+        });
+    }
     if let Some(e) = listing_failed.borrow_mut().take() {
         return Err(Failure {
             code: EXIT_FAILURE,
@@ -194,8 +216,10 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
         return Err(Failure {
             code: EXIT_FAILURE,
             message: format!(
-                "scrub: {} corrupt blocks under {:?}: rewrite them from another copy",
-                tally.corrupt, args.prefix
+                "scrub: {} corrupt {} under {:?}: rewrite from another copy (`blockstore copy` from a good store repairs them)",
+                tally.corrupt,
+                if tally.corrupt == 1 { "block" } else { "blocks" },
+                args.prefix,
             ),
         });
     }

@@ -1065,3 +1065,143 @@ fn scrub_finds_exactly_the_damaged_blocks() {
         .stdout(predicates::str::is_empty())
         .stderr(predicates::str::contains("block is corrupt"));
 }
+
+/// `copy` from a good store repairs a destination block that fails its checksums (it
+/// differs, so it is copied over), and names which store a corrupt source block is in.
+#[test]
+fn copy_repairs_a_corrupt_destination_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fs_config(dir.path(), "good");
+    let dest = fs_config(dir.path(), "damaged");
+    let block: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(dir.path().join("block"), &block).unwrap();
+    cli(&source)
+        .args(["put", "k/chunk-0/block-0"])
+        .arg(dir.path().join("block"))
+        .assert()
+        .success();
+    cli(&source)
+        .arg("copy")
+        .arg("--to")
+        .arg(&dest)
+        .assert()
+        .success();
+    let copy = dir.path().join("damaged/k/chunk-0/block-0");
+    let mut damaged = std::fs::read(&copy).unwrap();
+    damaged[50_000] ^= 1;
+    std::fs::write(&copy, &damaged).unwrap();
+    cli(&dest).args(["scrub"]).assert().code(1);
+    let out = stdout(cli(&source).args(["copy", "--verify", "--to"]).arg(&dest));
+    assert!(out.contains("copied 1"), "{out}");
+    cli(&dest).args(["scrub"]).assert().success();
+    // A corrupt source block is named as the source's.
+    let original = dir.path().join("good/k/chunk-0/block-0");
+    std::fs::write(&original, &damaged).unwrap();
+    cli(&source)
+        .arg("copy")
+        .arg("--to")
+        .arg(&dest)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("in the source store"));
+}
+
+/// `scrub | head -1` ends quietly (exit 0, no panic) when the reader goes away.
+#[test]
+fn scrub_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path(), "store");
+    std::fs::write(dir.path().join("block"), vec![5u8; 20_000]).unwrap();
+    for i in 0..200 {
+        cli(&config)
+            .args(["put", &format!("p/{i:03}")])
+            .arg(dir.path().join("block"))
+            .assert()
+            .success();
+        std::fs::write(
+            dir.path().join(format!("store/p/{i:03}")),
+            vec![6u8; 20_000],
+        )
+        .unwrap();
+    }
+    let mut child = std::process::Command::new(binary())
+        .env_remove("BLOCKSTORE_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .arg("scrub")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then go away.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
+
+/// Ctrl-C or SIGTERM stops a scrub: the blocks in flight finish, the summary and the
+/// key to resume after are printed, exit 130; resuming there checks the rest.
+#[test]
+fn an_interrupted_scrub_says_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = s3_support::server();
+    let proxy = proxy::Proxy::start(&server.endpoint);
+    let config = s3_config_at(dir.path(), &proxy.endpoint());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[pool]\nworkers = 1\nqueue_capacity = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let _cleanup = s3_support::Cleanup(s3_support::config_from_file(&config));
+    std::fs::write(dir.path().join("block"), b"scrub me").unwrap();
+    for i in 0..60 {
+        cli(&config)
+            .args(["put", &format!("i/{i:02}")])
+            .arg(dir.path().join("block"))
+            .assert()
+            .success();
+    }
+    // Each reply 100 ms late: one worker needs 6 s for all 60.
+    proxy.delay_each_response(Some(Duration::from_millis(100)));
+    let child = std::process::Command::new(binary())
+        .env_remove("BLOCKSTORE_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["--json", "scrub", "i/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe_kill(child.id(), libc_sigint());
+    let out = child.wait_with_output().unwrap();
+    proxy.delay_each_response(None);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["interrupted"], true);
+    let done = json["verified"].as_u64().unwrap();
+    assert!((1..60).contains(&done), "{json}");
+    let after = json["resume_after"].as_str().unwrap().to_owned();
+    assert_eq!(after, format!("i/{:02}", done - 1), "{json}");
+    let rest: serde_json::Value = serde_json::from_str(&stdout(cli(&config).args([
+        "--json",
+        "scrub",
+        "i/",
+        "--start-after",
+        &after,
+    ])))
+    .unwrap();
+    assert_eq!(rest["verified"].as_u64().unwrap() + done, 60, "{rest}");
+}

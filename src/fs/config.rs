@@ -26,7 +26,7 @@ pub struct FsConfig {
     /// Make each write and delete durable before it returns. Default `true`.
     #[serde(default = "yes")]
     pub fsync: bool,
-    /// Keep a CRC32C per 16 KiB chunk with each block (in the extended attribute
+    /// Keep a CRC32C per 8 KiB chunk with each block (in the extended attribute
     /// `user.blockstore.sums`) and verify it on each read. Default `"crc32c"`.
     #[serde(default)]
     pub checksums: crate::Checksums,

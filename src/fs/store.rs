@@ -168,6 +168,9 @@ pub struct FsBackend {
     /// The checksums this store writes: `config.checksums`, or `Off` where the
     /// filesystem keeps no user extended attributes.
     checksums: Checksums,
+    /// The chunk of new checksum records: [`FS_CHUNK`], or larger where the filesystem
+    /// gives a file less room for attributes (ext4 with 1 or 2 KiB blocks).
+    chunk: u64,
 }
 
 impl fmt::Debug for FsBackend {
@@ -245,6 +248,7 @@ impl FsBackend {
         let base = sys::open_base(&base_path).map_err(|e| error(Op::Open, &shown, e))?;
         let area = Area::open(base.as_fd(), config.dir_mode);
         let mut checksums = config.checksums;
+        let mut chunk = FS_CHUNK;
         match area.open_error() {
             None => {
                 let work = area
@@ -255,14 +259,20 @@ impl FsBackend {
                         "the filesystem is case-insensitive ('A' and 'a' are one name); keys need a case-sensitive one",
                     ));
                 }
-                if config.checksums != Checksums::Off && xattrs_refused(&work) {
-                    checksums = Checksums::Off;
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(
-                        backend = "filesystem",
-                        path = %shown,
-                        "the filesystem keeps no user extended attributes: blocks are written without checksums"
-                    );
+                if config.checksums != Checksums::Off {
+                    match record_room(&work) {
+                        Room::Chunk(fits) => chunk = fits,
+                        Room::Unknown => {}
+                        Room::None => {
+                            checksums = Checksums::Off;
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(
+                                backend = "filesystem",
+                                path = %shown,
+                                "the filesystem keeps no user extended attributes: blocks are written without checksums"
+                            );
+                        }
+                    }
                 }
             }
             // Conditions that may clear: the store opens for reads and tries again later.
@@ -281,6 +291,7 @@ impl FsBackend {
             new_dirs: NewDirs::default(),
             mounts_below: AtomicBool::new(false),
             checksums,
+            chunk,
         })
     }
 
@@ -973,20 +984,46 @@ fn create_base(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Whether the filesystem refuses user extended attributes (an old tmpfs, some network
-/// filesystems), probed on a file in the work directory.
-fn xattrs_refused(work: &WorkDir) -> bool {
+/// What room a filesystem gives a file for the checksum record.
+enum Room {
+    /// The smallest chunk whose record for a full block fits.
+    Chunk(u64),
+    /// The probe could not be made now (no space or inodes): keep the default.
+    Unknown,
+    /// No user extended attributes at all (ramfs, some network filesystems).
+    None,
+}
+
+/// Probes, on a file in the work directory, the smallest chunk (from [`FS_CHUNK`] up)
+/// whose record for a 4 MiB block the filesystem accepts: ext4 holds a file's
+/// attributes in one block, so with 1 KiB blocks the 2,072-byte record of 8 KiB chunks
+/// does not fit, where the 536 bytes of 32 KiB chunks do.
+fn record_room(work: &WorkDir) -> Room {
     let name = "Xattr-Probe";
     let Ok(fd) = sys::create_new(work.fd(), name, OFlags::WRONLY, 0o600) else {
-        return false;
+        return Room::Unknown;
     };
-    let refused = matches!(
-        rustix::fs::fsetxattr(&fd, SUMS_XATTR, b"probe", rustix::fs::XattrFlags::empty()),
-        Err(Errno::NOTSUP | Errno::PERM)
-    );
+    let mut room = Room::None;
+    let mut chunk = FS_CHUNK;
+    while chunk <= 1024 * 1024 {
+        let record = vec![0u8; 24 + 4 * (BLOCK_SIZE as u64).div_ceil(chunk) as usize];
+        match rustix::fs::fsetxattr(&fd, SUMS_XATTR, &record, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {
+                room = Room::Chunk(chunk);
+                break;
+            }
+            Err(Errno::NOTSUP | Errno::PERM) => break,
+            // Too large for this filesystem: try larger chunks, a smaller record.
+            Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE | Errno::DQUOT) => chunk *= 2,
+            Err(_) => {
+                room = Room::Unknown;
+                break;
+            }
+        }
+    }
     drop(fd);
     work.remove(name);
-    refused
+    room
 }
 
 /// Writes `data`, then the checksum record, to a new file and (with `fsync`) makes both
@@ -1040,7 +1077,7 @@ impl Backend for FsBackend {
     }
 
     fn checksum_chunk(&self) -> u64 {
-        FS_CHUNK
+        self.chunk
     }
 
     fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
@@ -1163,10 +1200,14 @@ impl Backend for FsBackend {
             }
             (Checksums::Off, _) => "off",
         };
-        vec![
+        let mut about = vec![
             ("base_path", self.base_path.display().to_string()),
             ("checksums", checksums.to_owned()),
-        ]
+        ];
+        if self.checksums != Checksums::Off {
+            about.push(("checksum_chunk", format!("{} KiB", self.chunk / 1024)));
+        }
+        about
     }
 
     fn health(&self) -> Result<()> {

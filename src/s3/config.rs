@@ -111,7 +111,7 @@ pub struct S3Config {
     /// way (and `content_md5` can add a digest the server checks). Default `false`.
     #[serde(default)]
     pub unsigned_payload: bool,
-    /// Keep a CRC32C per 16 KiB chunk with each block, in the object's metadata
+    /// Keep a CRC32C per 64 KiB chunk with each block, in the object's metadata
     /// (`x-amz-meta-blockstore-sums`), and verify it on each read. Default `"crc32c"`.
     #[serde(default)]
     pub checksums: crate::Checksums,
