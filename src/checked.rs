@@ -110,6 +110,14 @@ impl<B: Backend> Checked<B> {
         let once = || -> Result<(Sealed, Integrity)> {
             let sealed = self.backend.read_sealed(key, range)?;
             let Some(record) = &sealed.record else {
+                if self.backend.checksums() == Checksums::Require {
+                    return Err(crate::integrity::corrupt(
+                        op,
+                        key,
+                        "it has no checksums, and this store requires them (checksums = \"require\")"
+                            .to_owned(),
+                    ));
+                }
                 return Ok((sealed, Integrity::Unverified));
             };
             Record::parse(op, key, record)?.verify(

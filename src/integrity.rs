@@ -37,7 +37,8 @@
 //! # What checksums cannot see
 //!
 //! A block whose record was removed (a tool that rewrites a file through a new inode,
-//! `sed -i`, a copy without extended attributes) reads as unverified, not corrupt. The
+//! `sed -i`, a copy without extended attributes) reads as unverified, not corrupt,
+//! unless the store has `checksums = "require"`. The
 //! record does not name its key: a block file copied over another with its attribute
 //! is served as that key's block.
 
@@ -69,14 +70,19 @@ pub enum Checksums {
     /// No checksums are written and ordinary reads check nothing (a block written
     /// with them still has them; `verify_block` still checks it).
     Off,
+    /// As `Crc32c`, and a block without checksums is `Corrupt` too: for a store that
+    /// has always written them, where a missing record means a file rewritten behind
+    /// the store's back (a tool that dropped the attribute or the metadata).
+    Require,
 }
 
 impl Checksums {
-    /// As written in the configuration: `crc32c` or `off`.
+    /// As written in the configuration: `crc32c`, `off` or `require`.
     pub fn as_str(self) -> &'static str {
         match self {
             Checksums::Crc32c => "crc32c",
             Checksums::Off => "off",
+            Checksums::Require => "require",
         }
     }
 }

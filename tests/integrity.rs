@@ -365,3 +365,58 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
         assert!(e.is_retryable(), "{e}");
     }
 }
+
+/// `checksums = "require"`: a block without a record (written with checksums off, or
+/// rewritten by a tool that dropped the attribute) is `Corrupt`, for reads and for
+/// `verify_block`; on a filesystem without attributes the store refuses to open.
+#[test]
+fn require_refuses_blocks_without_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(LEN as usize, 31);
+    fs_store(dir.path(), Checksums::Off)
+        .write_block("plain/block", &data)
+        .unwrap();
+    let strict = fs_store(dir.path(), Checksums::Require);
+    assert_eq!(strict.report().about("checksums"), Some("require"));
+    strict.write_block("sealed/block", &data).unwrap();
+    assert_eq!(strict.read_block("sealed/block").unwrap(), data);
+    assert_eq!(
+        strict.verify_block("sealed/block").unwrap(),
+        Integrity::Verified
+    );
+    for e in [
+        strict.read_block("plain/block").unwrap_err(),
+        strict.read_block_range("plain/block", 10, 10).unwrap_err(),
+        strict.verify_block("plain/block").unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("requires them"), "{e}");
+    }
+    // A rewrite through a new inode (as `sed -i` does) drops the attribute.
+    let path = dir.path().join("sealed/block");
+    let copy = dir.path().join("sealed/.edited");
+    std::fs::write(&copy, &data).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    assert_eq!(
+        strict.read_block("sealed/block").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        fs_store(dir.path(), Checksums::Crc32c)
+            .verify_block("sealed/block")
+            .unwrap(),
+        Integrity::Unverified
+    );
+
+    let Some(ramfs) = support::mount_or_explain(
+        support::Mount::new(&dir.path().join("ramfs"), &["-t", "ramfs", "ramfs"]),
+        "ramfs",
+    ) else {
+        return;
+    };
+    let mut config = FsConfig::new(ramfs.path.join("store"));
+    config.checksums = Checksums::Require;
+    let e = FsStore::open(config).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("extended attributes"), "{e}");
+}

@@ -80,6 +80,14 @@ fn objects_without_checksums_are_unverified() {
         &data[70_000..70_010]
     );
     assert_eq!(store.verify_block("u/a").unwrap(), Integrity::Unverified);
+    // A store that requires checksums calls the same object corrupt.
+    let mut strict = c.clone();
+    strict.checksums = Checksums::Require;
+    let strict = S3Store::open(strict).unwrap();
+    assert_eq!(
+        strict.read_block("u/a").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
 
     let mut off = c.clone();
     off.checksums = Checksums::Off;

@@ -263,6 +263,11 @@ impl FsBackend {
                     match record_room(&work) {
                         Room::Chunk(fits) => chunk = fits,
                         Room::Unknown => {}
+                        Room::None if config.checksums == Checksums::Require => {
+                            return Err(config_error(
+                                "checksums = \"require\", but the filesystem keeps no user extended attributes for them",
+                            ));
+                        }
                         Room::None => {
                             checksums = Checksums::Off;
                             #[cfg(feature = "tracing")]
@@ -1194,11 +1199,10 @@ impl Backend for FsBackend {
 
     fn about(&self) -> Vec<(&'static str, String)> {
         let checksums = match (self.config.checksums, self.checksums) {
-            (Checksums::Crc32c, Checksums::Crc32c) => "crc32c",
             (Checksums::Crc32c, Checksums::Off) => {
                 "off: the filesystem keeps no user extended attributes"
             }
-            (Checksums::Off, _) => "off",
+            (_, used) => used.as_str(),
         };
         let mut about = vec![
             ("base_path", self.base_path.display().to_string()),
