@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
 use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -17,9 +16,10 @@ use std::time::Instant;
 
 use blockstore::pool::{from_fn, FnJob};
 use blockstore::{BlockRef, BlockStore, Blocks, Error, ErrorKind, Pool, PoolConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{human_bytes, load_config, open, Create, Failure, Output, EXIT_FAILURE};
+use crate::common::{
+    byte_spinner, human_bytes, load_config, open, Create, Failure, Output, EXIT_FAILURE,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -114,16 +114,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
             .peekable(),
         failed: failed.clone(),
     };
-    let bar = if out.progress() && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {binary_bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = byte_spinner(out);
     let pool = Pool::new(dest.clone(), pool_config).map_err(|e| Failure::store("copy", "", &e))?;
     let started = Instant::now();
     // The key and size of each block in flight, and which indices are done, to know

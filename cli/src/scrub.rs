@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use blockstore::pool::Verify;
 use blockstore::{BlockStore, ErrorKind, Integrity, Pool, PoolConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{human_bytes, load_config, open, shown, Create, Failure, Output, EXIT_FAILURE};
+use crate::common::{
+    byte_spinner, human_bytes, load_config, open, shown, Create, Failure, Output, EXIT_FAILURE,
+};
 
 /// Set by Ctrl-C or SIGTERM: no new block is started, the ones in flight finish, and
 /// the summary says where to resume.
@@ -64,16 +65,7 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     let blocks = store
         .scan(&args.prefix, args.start_after.as_deref())
         .map_err(|e| Failure::store("scrub", &args.prefix, &e))?;
-    let bar = if out.progress() && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {binary_bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = byte_spinner(out);
     let pool =
         Pool::new(store.clone(), pool_config).map_err(|e| Failure::store("scrub", "", &e))?;
     let started = Instant::now();

@@ -840,6 +840,16 @@ impl FsBackend {
     /// is looked at first, so a FIFO or a device is never opened (opening a FIFO lets a
     /// writer waiting on it go on; opening a device can start a driver's action).
     fn open_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
+        let (fd, size) = self.open_file_block(op, key)?;
+        if size > BLOCK_SIZE as u64 {
+            return Err(too_large(op, key, size));
+        }
+        Ok((fd, size))
+    }
+
+    /// As [`FsBackend::open_block`], but a regular file of any size: with a checksum
+    /// record, a file longer than a block is a damaged block.
+    fn open_file_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
         match sys::stat_at(self.base(), key) {
             Ok(st) if !sys::is_regular(&st) => {
                 return Err(Error::new(ErrorKind::NotFound, op)
@@ -864,24 +874,8 @@ impl FsBackend {
                 })
             }
         };
-        let size = self.block_len(op, key, fd.as_fd())?;
+        let size = self.file_len(op, key, fd.as_fd())?;
         Ok((fd, size))
-    }
-
-    /// As [`FsBackend::open_block`], but a regular file of any size: with a checksum
-    /// record, a file longer than a block is a damaged block.
-    fn open_file_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
-        match self.open_block(op, key) {
-            Err(e)
-                if e.kind() == ErrorKind::Backend
-                    && e.to_string().contains("not a block of this store") =>
-            {
-                let fd = sys::open_file(self.base(), key).map_err(|e| error(op, key, e))?;
-                let st = rustix::fs::fstat(&fd).map_err(|e| error(op, key, e))?;
-                Ok((fd, st.st_size as u64))
-            }
-            other => other,
-        }
     }
 
     /// The size of the block `key`, looked at without opening it for reading.
@@ -899,17 +893,22 @@ impl FsBackend {
     /// The size of an open block, checking that it is a block this store could have
     /// written: a regular file of at most `BLOCK_SIZE` bytes.
     fn block_len(&self, op: Op, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
+        let size = self.file_len(op, key, fd)?;
+        if size > BLOCK_SIZE as u64 {
+            return Err(too_large(op, key, size));
+        }
+        Ok(size)
+    }
+
+    /// The size of an open file, checking that it is a regular file.
+    fn file_len(&self, op: Op, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
         let st = rustix::fs::fstat(fd).map_err(|e| error(op, key, e))?;
         if !sys::is_regular(&st) {
             return Err(Error::new(ErrorKind::NotFound, op)
                 .with_key(key)
                 .with_detail("not a regular file"));
         }
-        let size = st.st_size as u64;
-        if size > BLOCK_SIZE as u64 {
-            return Err(too_large(op, key, size));
-        }
-        Ok(size)
+        Ok(st.st_size as u64)
     }
 }
 
