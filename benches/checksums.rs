@@ -5,15 +5,44 @@
 //! - S3 (the server `BLOCKSTORE_S3_ENDPOINT` names, e.g. RGW; else moto): 4 MiB PUT
 //!   and GET.
 //!
-//! Ratios: `scripts/checksum-ratios.sh` reads them from criterion's estimates.
+//! Writes and S3 calls are paired: each timed call of one mode follows an untimed call
+//! of the other on the same store directory or bucket, so what drifts during a run
+//! (dirty pages waiting for writeback, the server's load) weighs on both modes alike.
+//! Ratios: `scripts/checksum-ratios.sh` reads them from criterion's estimates (medians).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use blockstore::{BlockStore, Checksums, FsConfig, FsStore, S3Store, BLOCK_SIZE};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::{Duration, Instant};
+
+use criterion::{
+    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, BenchmarkId, Criterion,
+    Throughput,
+};
 
 const MODES: [Checksums; 2] = [Checksums::Off, Checksums::Crc32c];
+
+/// Times `call(mode, i)` for each mode, each timed call right after an untimed call of
+/// the other mode.
+fn paired(group: &mut BenchmarkGroup<'_, WallTime>, mut call: impl FnMut(usize, u64)) {
+    let mut i = 0u64;
+    for (timed, mode) in MODES.iter().enumerate() {
+        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    i += 1;
+                    call(1 - timed, i);
+                    let start = Instant::now();
+                    call(timed, i);
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        });
+    }
+}
 
 fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
@@ -42,17 +71,12 @@ fn filesystem(c: &mut Criterion) {
         ));
         group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
         group.sample_size(20);
-        for (mode, store) in &stores {
-            let mut i = 0u64;
-            group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
-                b.iter(|| {
-                    i += 1;
-                    store
-                        .write_block(&format!("w/chunk-0/block-{}", i % 64), &block)
-                        .unwrap()
-                })
-            });
-        }
+        paired(&mut group, |mode, i| {
+            stores[mode]
+                .1
+                .write_block(&format!("w/chunk-0/block-{}", i % 64), &block)
+                .unwrap()
+        });
         group.finish();
     }
 
@@ -119,20 +143,15 @@ fn s3(c: &mut Criterion) {
     let mut group = c.benchmark_group("checksums_s3_put_4MiB");
     group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
     group.sample_size(10);
-    for (mode, store) in &stores {
-        let mut i = 0u64;
-        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
-            b.iter(|| {
-                i += 1;
-                store
-                    .write_block(
-                        &format!("{}/chunk-0/block-{}", mode.as_str(), i % 8),
-                        &block,
-                    )
-                    .unwrap()
-            })
-        });
-    }
+    paired(&mut group, |mode, i| {
+        let (mode, store) = &stores[mode];
+        store
+            .write_block(
+                &format!("{}/chunk-0/block-{}", mode.as_str(), i % 8),
+                &block,
+            )
+            .unwrap()
+    });
     group.finish();
     let mut group = c.benchmark_group("checksums_s3_get_4MiB");
     group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
@@ -141,10 +160,11 @@ fn s3(c: &mut Criterion) {
         store
             .write_block(&format!("{}/get", mode.as_str()), &block)
             .unwrap();
-        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
-            b.iter(|| store.read_block(&format!("{}/get", mode.as_str())).unwrap())
-        });
     }
+    paired(&mut group, |mode, _| {
+        let (mode, store) = &stores[mode];
+        store.read_block(&format!("{}/get", mode.as_str())).unwrap();
+    });
     group.finish();
 }
 

@@ -46,6 +46,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::crc::crc32c;
+use crate::crc::{join, Appender};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::Op;
 
@@ -108,13 +110,25 @@ pub(crate) struct Sums {
 impl Sums {
     /// The checksums of `data` in chunks of `chunk` bytes.
     pub(crate) fn of(data: &[u8], chunk: u64) -> Sums {
-        let chunks: Vec<u32> = data.chunks(chunk as usize).map(crc32c).collect();
-        // A second pass rather than combining the chunks' CRCs: a combine costs about
-        // 12 µs, 256 of them ten times this pass over 4 MiB.
+        // One pass: the whole block's CRC is joined from its chunks'.
+        let appender = Appender::for_len(chunk);
+        let mut whole = 0;
+        let mut chunks = Vec::with_capacity(data.len().div_ceil(chunk as usize));
+        for piece in data.chunks(chunk as usize) {
+            let crc = crc32c(piece);
+            whole = if chunks.is_empty() {
+                crc
+            } else if piece.len() as u64 == appender.len() {
+                appender.join(whole, crc)
+            } else {
+                join(whole, crc, piece.len() as u64)
+            };
+            chunks.push(crc);
+        }
         Sums {
             chunk,
             len: data.len() as u64,
-            whole: crc32c(data),
+            whole,
             chunks,
         }
     }
@@ -273,11 +287,6 @@ pub fn record_chunk(record: &[u8]) -> Option<u64> {
         .filter(|c| c.is_power_of_two() && (MIN_CHUNK..=MAX_CHUNK).contains(c))
 }
 
-/// The CRC32C (Castagnoli, as iSCSI and S3's `x-amz-checksum-crc32c`) of `data`.
-pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
-}
-
 /// The bytes a range read of `(offset, length)` must read to verify it: whole chunks
 /// of `chunk` bytes. The end may lie past the block; the read is cut there as usual.
 pub fn widen(offset: u64, length: u64, chunk: u64) -> Range<u64> {
@@ -317,6 +326,18 @@ mod tests {
                 .unwrap()
                 .verify(Op::Read, "k", 0, &data, len as u64)
                 .unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        /// The whole block's CRC, joined from its chunks', is the CRC of the block.
+        #[test]
+        fn the_joined_whole_is_the_blocks_crc(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70_000),
+            shift in 12u32..17,
+        ) {
+            let sums = Sums::of(&data, 1 << shift);
+            proptest::prop_assert_eq!(sums.whole(), crc32c(&data));
         }
     }
 

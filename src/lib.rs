@@ -51,6 +51,7 @@ pub mod backend;
 mod checked;
 mod config;
 pub mod contract;
+mod crc;
 pub mod error;
 pub mod fs;
 mod gate;

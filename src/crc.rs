@@ -1,0 +1,146 @@
+//! CRC32C (Castagnoli), and the CRC of two pieces joined, from theirs.
+//!
+//! A write needs the CRC of every chunk and of the whole block. Two passes over the
+//! data cost twice one; instead the whole is built from the chunks' CRCs: the CRC of
+//! `a ‖ b` is the CRC of `a` multiplied by `x^(8·len(b))` modulo the polynomial, plus
+//! the CRC of `b` (the initial and final inversions of CRC32C cancel out). The
+//! multiplication by a fixed power is a linear map of 32 bits, kept as eight 16-entry
+//! tables per chunk size: eight lookups instead of the ~12 µs a general combine costs.
+
+use std::sync::OnceLock;
+
+/// The polynomial in the CRC's bit order (bit 31 is the coefficient of `x^0`).
+const POLY: u32 = 0x82F6_3B78;
+/// `x^0` in that order.
+const ONE: u32 = 1 << 31;
+
+/// The CRC32C (as iSCSI, ext4 and S3's `x-amz-checksum-crc32c`) of `data`.
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+/// `a · b` modulo the polynomial.
+fn multiply(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    for power in 0..32 {
+        if a & (ONE >> power) != 0 {
+            product ^= b;
+        }
+        // b · x
+        b = if b & 1 == 1 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    product
+}
+
+/// `x^(8·len)` modulo the polynomial: what a CRC is multiplied by when `len` bytes
+/// are appended to its data.
+fn power_for(len: u64) -> u32 {
+    let mut result = ONE;
+    // x^8, then squared for each bit of len.
+    let mut square = ONE >> 8;
+    let mut len = len;
+    while len > 0 {
+        if len & 1 == 1 {
+            result = multiply(result, square);
+        }
+        square = multiply(square, square);
+        len >>= 1;
+    }
+    result
+}
+
+/// The CRC of `a ‖ b` from `crc(a)`, `crc(b)` and `len(b)`.
+pub(crate) fn join(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    multiply(power_for(len_b), crc_a) ^ crc_b
+}
+
+/// Multiplication by `x^(8·len)` for one fixed `len`, by table.
+#[derive(Debug, Clone)]
+pub(crate) struct Appender {
+    len: u64,
+    tables: [[u32; 16]; 8],
+}
+
+impl Appender {
+    fn new(len: u64) -> Appender {
+        let power = power_for(len);
+        let bits: Vec<u32> = (0..32).map(|bit| multiply(power, 1 << bit)).collect();
+        let mut tables = [[0u32; 16]; 8];
+        for (nibble, table) in tables.iter_mut().enumerate() {
+            for (value, entry) in table.iter_mut().enumerate() {
+                *entry = (0..4)
+                    .filter(|b| value >> b & 1 == 1)
+                    .fold(0, |acc, b| acc ^ bits[nibble * 4 + b]);
+            }
+        }
+        Appender { len, tables }
+    }
+
+    /// The appender for pieces of `len` bytes, a power of two from 4 KiB to 1 MiB (made
+    /// once per process); others are built on the spot.
+    pub(crate) fn for_len(len: u64) -> std::borrow::Cow<'static, Appender> {
+        static MADE: [OnceLock<Appender>; 9] = [const { OnceLock::new() }; 9];
+        let slot = len.trailing_zeros().wrapping_sub(12) as usize;
+        match MADE.get(slot) {
+            Some(made) if len.is_power_of_two() => {
+                std::borrow::Cow::Borrowed(made.get_or_init(|| Appender::new(len)))
+            }
+            _ => std::borrow::Cow::Owned(Appender::new(len)),
+        }
+    }
+
+    /// The CRC of `a ‖ b` from `crc(a)` and `crc(b)`, where `b` is `len` bytes long.
+    pub(crate) fn join(&self, crc_a: u32, crc_b: u32) -> u32 {
+        let shifted = self
+            .tables
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (nibble, table)| {
+                acc ^ table[(crc_a >> (4 * nibble) & 15) as usize]
+            });
+        shifted ^ crc_b
+    }
+
+    /// The length of the pieces this appender joins.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + seed + i / 97) as u8).collect()
+    }
+
+    #[test]
+    fn joined_crcs_are_the_crc_of_the_joined_data() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        for (a, b) in [
+            (0, 0),
+            (0, 5),
+            (5, 0),
+            (1, 1),
+            (100, 4096),
+            (8192, 8192),
+            (3, 70_001),
+        ] {
+            let (x, y) = (bytes(a, 1), bytes(b, 2));
+            let whole = crc32c(&[x.as_slice(), y.as_slice()].concat());
+            assert_eq!(join(crc32c(&x), crc32c(&y), b as u64), whole, "{a} + {b}");
+        }
+    }
+
+    #[test]
+    fn tables_join_as_the_direct_product() {
+        for len in [4096u64, 8192, 65_536, 1 << 20, 1000] {
+            let appender = Appender::for_len(len);
+            assert_eq!(appender.len(), len);
+            let (x, y) = (bytes(12_345, 3), bytes(len as usize, 4));
+            let whole = crc32c(&[x.as_slice(), y.as_slice()].concat());
+            assert_eq!(appender.join(crc32c(&x), crc32c(&y)), whole, "{len}");
+        }
+    }
+}
