@@ -1,13 +1,13 @@
 //! What checksums cost: each case runs with `checksums = "crc32c"` and with `"off"`,
 //! side by side in one run, so the ratio off/on is the share of speed checksums keep.
 //! - filesystem: 4 MiB writes (fsync on and off), 4 MiB reads from the page cache,
-//!   4 KiB range reads at random offsets;
+//!   4 KiB range reads at random offsets and at page-aligned ones;
 //! - S3 (the server `BLOCKSTORE_S3_ENDPOINT` names, e.g. RGW; else moto): 4 MiB PUT
 //!   and GET.
 //!
-//! Writes and S3 calls are paired: each timed call of one mode follows an untimed call
-//! of the other on the same store directory or bucket, so what drifts during a run
-//! (dirty pages waiting for writeback, the server's load) weighs on both modes alike.
+//! Calls are paired: each timed call of one mode follows an untimed call of the other
+//! (for reads, of the same block and range), so what drifts during a run (dirty pages
+//! waiting for writeback, the server's load, the CPU's caches) weighs on both alike.
 //! Ratios: `scripts/checksum-ratios.sh` reads them from criterion's estimates (medians).
 
 #[path = "../tests/support/mod.rs"]
@@ -95,36 +95,39 @@ fn filesystem(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("checksums_fs_read_4MiB");
     group.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
-    for (mode, store) in &stores {
-        let mut i = 0u64;
-        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
-            b.iter(|| {
-                i += 1;
-                store
-                    .read_block(&format!("r/chunk-0/block-{}", i % 16))
-                    .unwrap()
-            })
-        });
-    }
+    paired(&mut group, |mode, i| {
+        stores[mode]
+            .1
+            .read_block(&format!("r/chunk-0/block-{}", i % 16))
+            .unwrap();
+    });
     group.finish();
 
+    // Random offsets, mostly not aligned to pages or chunks; the same ones in each mode.
     let mut group = c.benchmark_group("checksums_fs_range_4KiB");
     group.throughput(Throughput::Bytes(4096));
-    for (mode, store) in &stores {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = vec![0u8; 4096];
-        group.bench_function(BenchmarkId::from_parameter(mode.as_str()), |b| {
-            b.iter(|| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let offset = x % (BLOCK_SIZE as u64 - 4096);
-                store
-                    .read_block_range_into(&format!("r/chunk-0/block-{}", x % 16), offset, &mut buf)
-                    .unwrap()
-            })
-        });
-    }
+    let mut buf = vec![0u8; 4096];
+    paired(&mut group, |mode, i| {
+        let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        let offset = x % (BLOCK_SIZE as u64 - 4096);
+        stores[mode]
+            .1
+            .read_block_range_into(&format!("r/chunk-0/block-{}", x % 16), offset, &mut buf)
+            .unwrap();
+    });
+    group.finish();
+
+    // Page-aligned offsets, as a kernel's page cache asks (FUSE, NFS).
+    let mut group = c.benchmark_group("checksums_fs_range_4KiB_aligned");
+    group.throughput(Throughput::Bytes(4096));
+    paired(&mut group, |mode, i| {
+        let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        let offset = (x % (BLOCK_SIZE as u64 / 4096)) * 4096;
+        stores[mode]
+            .1
+            .read_block_range_into(&format!("r/chunk-0/block-{}", x % 16), offset, &mut buf)
+            .unwrap();
+    });
     group.finish();
 }
 

@@ -202,6 +202,7 @@ pub trait Backend: Send + Sync + 'static {
                     data,
                     start: 0,
                     record: None,
+                    remembered: false,
                 })
             }
             Some((offset, length)) => {
@@ -211,14 +212,18 @@ pub trait Backend: Send + Sync + 'static {
                     data,
                     start: offset,
                     record: None,
+                    remembered: false,
                 })
             }
         }
     }
 
-    /// Whether a block that fails its checksums is read once more before `Corrupt` is
-    /// returned (S3: the damage may have happened in transit).
-    fn reread_corrupt(&self) -> bool {
+    /// Whether the block `key`, whose read `sealed` failed its checksums, is read once
+    /// more before `Corrupt` is returned: S3 because the damage may have happened in
+    /// transit, the filesystem when it checked with a record it remembered (the next
+    /// read must then use the stored one). Not by default.
+    fn reread_corrupt(&self, key: &str, sealed: &Sealed) -> bool {
+        let _ = (key, sealed);
         false
     }
 }
@@ -253,5 +258,9 @@ pub struct Sealed {
     /// end of `data`).
     pub size: u64,
     /// The checksum record stored with the block, if it has one.
-    pub record: Option<Vec<u8>>,
+    pub record: Option<std::sync::Arc<[u8]>>,
+    /// Whether `record` is a copy the backend kept from an earlier read of the same
+    /// file rather than read now: a block that fails its checks with it is read again
+    /// ([`Backend::reread_corrupt`]).
+    pub remembered: bool,
 }

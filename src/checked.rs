@@ -107,8 +107,7 @@ impl<B: Backend> Checked<B> {
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(Sealed, Integrity)> {
-        let once = || -> Result<(Sealed, Integrity)> {
-            let sealed = self.backend.read_sealed(key, range)?;
+        let check = |sealed: &Sealed| -> Result<Integrity> {
             let Some(record) = &sealed.record else {
                 if self.backend.checksums() == Checksums::Require {
                     return Err(crate::integrity::corrupt(
@@ -118,7 +117,7 @@ impl<B: Backend> Checked<B> {
                             .to_owned(),
                     ));
                 }
-                return Ok((sealed, Integrity::Unverified));
+                return Ok(Integrity::Unverified);
             };
             Record::parse(op, key, record)?.verify(
                 op,
@@ -127,15 +126,24 @@ impl<B: Backend> Checked<B> {
                 &sealed.data,
                 sealed.size,
             )?;
-            Ok((sealed, Integrity::Verified))
+            Ok(Integrity::Verified)
         };
-        match once() {
-            Err(e) if e.kind() == ErrorKind::Corrupt && self.backend.reread_corrupt() => {
+        let sealed = self.backend.read_sealed(key, range)?;
+        match check(&sealed) {
+            Ok(integrity) => Ok((sealed, integrity)),
+            Err(e)
+                if e.kind() == ErrorKind::Corrupt && self.backend.reread_corrupt(key, &sealed) =>
+            {
                 #[cfg(feature = "tracing")]
-                tracing::warn!(key, error = %e, "a block failed its checksums; reading it again");
-                once()
+                if !sealed.remembered {
+                    tracing::warn!(key, error = %e, "a block failed its checksums; reading it again");
+                }
+                let _ = e;
+                let sealed = self.backend.read_sealed(key, range)?;
+                let integrity = check(&sealed)?;
+                Ok((sealed, integrity))
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -196,7 +196,7 @@ impl Backend for MemoryBackend {
         };
         let entry = self.entry(op, key)?;
         let size = entry.data.len() as u64;
-        let record = entry.record.as_deref().map(<[u8]>::to_vec);
+        let record = entry.record.clone();
         let (start, end) = match range {
             None => (0, size),
             // With a record, whole chunks; a range past the end is left to the caller,
@@ -219,6 +219,7 @@ impl Backend for MemoryBackend {
             start,
             size,
             record,
+            remembered: false,
         })
     }
 

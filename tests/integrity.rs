@@ -351,6 +351,7 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
                 start: 1_000_000,
                 size: 4 << 20,
                 record: None,
+                remembered: false,
             })
         }
     }
@@ -419,4 +420,145 @@ fn require_refuses_blocks_without_checksums() {
     let e = FsStore::open(config).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     assert!(e.to_string().contains("extended attributes"), "{e}");
+}
+
+/// The offset on its filesystem's device of byte `at` of the file at `path` (FIEMAP).
+fn physical_offset(path: &std::path::Path, at: u64) -> u64 {
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped: u32,
+        count: u32,
+        reserved: u32,
+        extents: [Extent; 32],
+    }
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    let file = std::fs::File::open(path).unwrap();
+    let mut map = Map {
+        start: 0,
+        length: u64::MAX,
+        flags: FIEMAP_FLAG_SYNC,
+        mapped: 0,
+        count: 32,
+        reserved: 0,
+        extents: [Extent::default(); 32],
+    };
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            FS_IOC_FIEMAP,
+            &mut map as *mut Map,
+        )
+    };
+    assert_eq!(r, 0, "FIEMAP: {}", std::io::Error::last_os_error());
+    let extent = map.extents[..map.mapped as usize]
+        .iter()
+        .find(|e| e.logical <= at && at < e.logical + e.length)
+        .unwrap_or_else(|| panic!("no extent holds byte {at} of {}", path.display()));
+    extent.physical + (at - extent.logical)
+}
+
+/// Bit rot: a byte changes on the device under a live store, not through the
+/// filesystem, so the file's times and size stay as they were. Once the page cache
+/// lets go of the file, every read touching the byte is `Corrupt`, ranges read before
+/// the damage (whose checksum records the store may have kept) included; ranges
+/// elsewhere still read.
+#[test]
+fn rot_on_the_device_under_a_live_store_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = support::mount_or_explain(
+        support::loop_fs(dir.path(), "ext4", 64),
+        "rot_on_the_device_under_a_live_store_is_corrupt",
+    ) else {
+        return;
+    };
+    let store = fs_store(&mount.path.join("store"), Checksums::Crc32c);
+    let data = pattern(LEN as usize, 23);
+    let key = "rot/chunk-0/block-0";
+    store.write_block(key, &data).unwrap();
+    let ranges = [(5 * FS_CHUNK + 100, 4096), (0, 4096), (LEN - 10, 10)];
+    for _ in 0..3 {
+        for (offset, length) in ranges {
+            let at = offset as usize;
+            assert_eq!(
+                store.read_block_range(key, offset, length).unwrap(),
+                &data[at..at + length as usize]
+            );
+        }
+    }
+    let path = mount.path.join("store").join(key);
+    let before = std::fs::metadata(&path).unwrap();
+    let at = 5 * FS_CHUNK + 200;
+    let on_device = physical_offset(&path, at);
+    let image = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("ext4.img"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&image, &[data[at as usize] ^ 0x04], on_device)
+        .unwrap();
+    image.sync_all().unwrap();
+    // Let go of the file's cached pages: the next read comes from the device.
+    let file = std::fs::File::open(&path).unwrap();
+    let r = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(r, 0);
+    assert_eq!(
+        std::fs::read(&path).unwrap()[at as usize],
+        data[at as usize] ^ 0x04,
+        "the damage reached the file"
+    );
+    let after = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (after.ctime(), after.ctime_nsec(), after.ino(), after.len()),
+        (
+            before.ctime(),
+            before.ctime_nsec(),
+            before.ino(),
+            before.len()
+        ),
+        "the file looks unchanged"
+    );
+    for _ in 0..2 {
+        let e = store
+            .read_block_range(key, 5 * FS_CHUNK + 100, 4096)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("chunk 5 "), "{e}");
+        let mut buf = [0u8; 10];
+        let e = store.read_block_range_into(key, at, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert_eq!(
+            store.read_block(key).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            store.verify_block(key).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(store.read_block_range(key, 0, 4096).unwrap(), &data[..4096]);
+    }
+    store.close().unwrap();
+    drop(file);
+    drop(mount);
 }

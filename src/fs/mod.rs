@@ -3,10 +3,12 @@
 //! Split by role: `store` (the `BlockStore` implementation and its invariants), `sys`
 //! (the system calls, all relative to a directory descriptor, and errno mapping), `work`
 //! (the internal area for temporary files and locks), `walk` (listing, one directory at
-//! a time), `durable` (which new directories still need a sync).
+//! a time), `durable` (which new directories still need a sync), `records` (checksum
+//! records of recently read blocks).
 
 mod config;
 mod durable;
+mod records;
 mod store;
 mod sys;
 mod walk;

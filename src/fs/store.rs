@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::backend::{record_chunk, widen, Backend, Fields, Seal, Sealed};
@@ -18,6 +18,7 @@ use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE
 
 use super::config::FsConfig;
 use super::durable::NewDirs;
+use super::records::{Records, Stamp};
 use super::sys::{self, error, error_as, means_absent};
 use super::walk::{join, read_dir, Walk};
 use super::work::{self, create_exact, Area, WorkDir};
@@ -118,6 +119,12 @@ const FS_CHUNK: u64 = 8 * 1024;
 /// them and says so in `report().about`. Copy a store with its attributes (`cp -a`,
 /// `rsync -X`).
 ///
+/// Range reads remember the records of up to 1,024 recently read blocks (about 2 KiB
+/// each), reused while `fstat` shows the same file (inode, size, change and
+/// modification times), so a small range of a hot block reads no attribute. A range
+/// that fails its check with a remembered record is checked again with the stored one
+/// before it is `Corrupt`; whole reads and `verify_block` always read the stored one.
+///
 /// # Permissions
 ///
 /// Directories get exactly `dir_mode` and files exactly `file_mode`, whatever the umask.
@@ -171,6 +178,8 @@ pub struct FsBackend {
     /// The chunk of new checksum records: [`FS_CHUNK`], or larger where the filesystem
     /// gives a file less room for attributes (ext4 with 1 or 2 KiB blocks).
     chunk: u64,
+    /// Checksum records of recently read blocks, for range reads.
+    records: Records,
 }
 
 impl fmt::Debug for FsBackend {
@@ -297,6 +306,7 @@ impl FsBackend {
             mounts_below: AtomicBool::new(false),
             checksums,
             chunk,
+            records: Records::default(),
         })
     }
 
@@ -840,16 +850,17 @@ impl FsBackend {
     /// is looked at first, so a FIFO or a device is never opened (opening a FIFO lets a
     /// writer waiting on it go on; opening a device can start a driver's action).
     fn open_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
-        let (fd, size) = self.open_file_block(op, key)?;
+        let (fd, st) = self.open_file_block(op, key)?;
+        let size = st.st_size as u64;
         if size > BLOCK_SIZE as u64 {
             return Err(too_large(op, key, size));
         }
         Ok((fd, size))
     }
 
-    /// As [`FsBackend::open_block`], but a regular file of any size: with a checksum
-    /// record, a file longer than a block is a damaged block.
-    fn open_file_block(&self, op: Op, key: &str) -> Result<(OwnedFd, u64)> {
+    /// As [`FsBackend::open_block`], but a regular file of any size (with a checksum
+    /// record, a file longer than a block is a damaged block), and all `fstat` says.
+    fn open_file_block(&self, op: Op, key: &str) -> Result<(OwnedFd, Stat)> {
         match sys::stat_at(self.base(), key) {
             Ok(st) if !sys::is_regular(&st) => {
                 return Err(Error::new(ErrorKind::NotFound, op)
@@ -874,8 +885,8 @@ impl FsBackend {
                 })
             }
         };
-        let size = self.file_len(op, key, fd.as_fd())?;
-        Ok((fd, size))
+        let st = self.file_stat(op, key, fd.as_fd())?;
+        Ok((fd, st))
     }
 
     /// The size of the block `key`, looked at without opening it for reading.
@@ -902,13 +913,18 @@ impl FsBackend {
 
     /// The size of an open file, checking that it is a regular file.
     fn file_len(&self, op: Op, key: &str, fd: BorrowedFd<'_>) -> Result<u64> {
+        Ok(self.file_stat(op, key, fd)?.st_size as u64)
+    }
+
+    /// What `fstat` says of an open file, checking that it is a regular file.
+    fn file_stat(&self, op: Op, key: &str, fd: BorrowedFd<'_>) -> Result<Stat> {
         let st = rustix::fs::fstat(fd).map_err(|e| error(op, key, e))?;
         if !sys::is_regular(&st) {
             return Err(Error::new(ErrorKind::NotFound, op)
                 .with_key(key)
                 .with_detail("not a regular file"));
         }
-        Ok(st.st_size as u64)
+        Ok(st)
     }
 }
 
@@ -923,12 +939,12 @@ fn too_large(op: Op, key: &str, size: u64) -> Error {
 
 /// The checksum record of an open block, `None` when it has none. A record too long
 /// to be one comes back empty, which the checks call corrupt.
-fn read_record(fd: BorrowedFd<'_>) -> std::result::Result<Option<Vec<u8>>, Errno> {
+fn read_record(fd: BorrowedFd<'_>) -> std::result::Result<Option<Arc<[u8]>>, Errno> {
     let mut buf = [0u8; 4096];
     match rustix::fs::fgetxattr(fd, SUMS_XATTR, &mut buf[..]) {
-        Ok(n) => Ok(Some(buf[..n].to_vec())),
+        Ok(n) => Ok(Some(Arc::from(&buf[..n]))),
         Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
-        Err(Errno::RANGE) => Ok(Some(Vec::new())),
+        Err(Errno::RANGE) => Ok(Some(Arc::from(&[][..]))),
         Err(e) => Err(e),
     }
 }
@@ -1094,8 +1110,24 @@ impl Backend for FsBackend {
         } else {
             Op::Read
         };
-        let (fd, size) = self.open_file_block(op, key)?;
-        let record = read_record(fd.as_fd()).map_err(|e| error(op, key, e))?;
+        let (fd, st) = self.open_file_block(op, key)?;
+        let size = st.st_size as u64;
+        // Ranges of a block read before reuse its record while its file is unchanged.
+        let stamp = Stamp::of(&st);
+        let remembered = match range {
+            Some(_) => self.records.get(key, &stamp),
+            None => None,
+        };
+        let record = match &remembered {
+            Some(record) => Some(record.clone()),
+            None => {
+                let record = read_record(fd.as_fd()).map_err(|e| error(op, key, e))?;
+                if let (Some(record), Some(_)) = (&record, range) {
+                    self.records.put(key, stamp, record.clone());
+                }
+                record
+            }
+        };
         if record.is_none() && size > BLOCK_SIZE as u64 {
             return Err(too_large(op, key, size));
         }
@@ -1130,7 +1162,16 @@ impl Backend for FsBackend {
             start,
             size,
             record,
+            remembered: remembered.is_some(),
         })
+    }
+
+    /// A range checked with a remembered record is read again with the stored one.
+    fn reread_corrupt(&self, key: &str, sealed: &Sealed) -> bool {
+        if sealed.remembered {
+            self.records.forget(key);
+        }
+        sealed.remembered
     }
 
     fn read(&self, key: &str) -> Result<Vec<u8>> {
@@ -1241,5 +1282,52 @@ impl Backend for FsBackend {
         drop(file);
         work.remove(&temp);
         written.map_err(|e| error(Op::Health, &shown, e).with_detail("write probe failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BlockStore;
+
+    /// A remembered record that no longer matches the stored one (a file changed within
+    /// one tick of the kernel's clock, its times unmoved) never makes a good block
+    /// corrupt: the read is checked again with the stored record, which is then
+    /// remembered instead.
+    #[test]
+    fn a_stale_remembered_record_is_replaced_not_believed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(FsConfig::new(dir.path())).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        store.write_block("k", &data).unwrap();
+        assert_eq!(
+            store.read_block_range("k", 20_000, 10).unwrap(),
+            &data[20_000..20_010]
+        );
+        let backend = store.backend();
+        let (fd, st) = backend.open_file_block(Op::ReadRange, "k").unwrap();
+        let stored = read_record(fd.as_fd()).unwrap().unwrap();
+        let stamp = Stamp::of(&st);
+        assert_eq!(
+            backend.records.get("k", &stamp).as_deref(),
+            Some(&stored[..])
+        );
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let stale = crate::integrity::Sums::of(&other, FS_CHUNK).encode();
+        backend.records.put("k", stamp, Arc::from(stale));
+        assert_eq!(
+            store.read_block_range("k", 20_000, 10).unwrap(),
+            &data[20_000..20_010]
+        );
+        let mut buf = [0u8; 4096];
+        assert_eq!(
+            store.read_block_range_into("k", 90_000, &mut buf).unwrap(),
+            4096
+        );
+        assert_eq!(buf[..], data[90_000..94_096]);
+        assert_eq!(
+            backend.records.get("k", &stamp).as_deref(),
+            Some(&stored[..])
+        );
     }
 }

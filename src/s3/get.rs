@@ -56,14 +56,14 @@ pub(crate) struct Object {
     pub(crate) size: u64,
     /// Its checksum record (`x-amz-meta-blockstore-sums`, decoded; empty when it is not
     /// base64, which the checks call corrupt).
-    pub(crate) sums: Option<Vec<u8>>,
+    pub(crate) sums: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The checksum record a reply carries, if any.
-pub(crate) fn sums_of(reply: &Response) -> Option<Vec<u8>> {
+pub(crate) fn sums_of(reply: &Response) -> Option<std::sync::Arc<[u8]>> {
     use base64::prelude::{Engine, BASE64_STANDARD};
     header(reply, super::put::SUMS_HEADER)
-        .map(|v| BASE64_STANDARD.decode(v.trim()).unwrap_or_default())
+        .map(|v| BASE64_STANDARD.decode(v.trim()).unwrap_or_default().into())
 }
 
 /// `Content-Range: bytes a-b/total`; a `*` total is `None`.

@@ -12,7 +12,7 @@ use super::sign::{object_url, signed, EMPTY_SHA256};
 pub(crate) struct Head {
     pub(crate) size: u64,
     /// The checksum record in the object's metadata, if any.
-    pub(crate) sums: Option<Vec<u8>>,
+    pub(crate) sums: Option<std::sync::Arc<[u8]>>,
 }
 
 /// One HeadObject attempt; a 2xx without a `Content-Length` says nothing of the size

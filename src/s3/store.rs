@@ -870,6 +870,7 @@ impl Backend for S3Backend {
                 start: 0,
                 size: object.size,
                 record: object.sums,
+                remembered: false,
             });
         };
         // Whole chunks, whether or not the object turns out to have checksums: one
@@ -889,6 +890,7 @@ impl Backend for S3Backend {
                     start: head.size,
                     size: head.size,
                     record: head.sums,
+                    remembered: false,
                 });
             }
             Err(e) => return Err(e),
@@ -898,11 +900,12 @@ impl Backend for S3Backend {
             start: wide.start,
             size: object.size,
             record: object.sums,
+            remembered: false,
         })
     }
 
     /// Damage seen by a read may have happened on the way: read once more.
-    fn reread_corrupt(&self) -> bool {
+    fn reread_corrupt(&self, _: &str, _: &Sealed) -> bool {
         true
     }
 

@@ -1,0 +1,141 @@
+//! The checksum records of recently read blocks, so that a small range read of a hot
+//! block costs no extended-attribute read (about as much as the rest of the read).
+//!
+//! A record is remembered with what `fstat` said of its file (device, inode, size,
+//! change and modification times) and reused only while a new `fstat` says the same:
+//! any write to the file or its attributes moves its change time, and a replaced file
+//! is another inode. Where two changes fall within one tick of the kernel's clock the
+//! time may not move; so a remembered record that a read fails is never the last word:
+//! the store reads the stored record and checks again before it reports `Corrupt`.
+//! Whole reads and `verify_block` always read the stored record.
+//!
+//! Bounded: at most [`CAPACITY`] records (a 4 MiB block's is about 2 KiB), in shards
+//! locked only to look up or insert, never across I/O; a full shard drops an entry
+//! at random.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustix::fs::Stat;
+
+/// How many records are remembered at most.
+pub(crate) const CAPACITY: usize = 1024;
+const SHARDS: usize = 8;
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    pub(crate) fn of(st: &Stat) -> Stamp {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        }
+    }
+}
+
+/// One shard: key → (the file's stamp, its record).
+type Shard = Mutex<HashMap<Box<str>, (Stamp, Arc<[u8]>)>>;
+
+/// Recently read records by key.
+#[derive(Debug)]
+pub(crate) struct Records {
+    shards: [Shard; SHARDS],
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Records {
+    fn default() -> Records {
+        Records {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl Records {
+    fn shard(&self, key: &str) -> &Shard {
+        use std::hash::BuildHasher;
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
+    /// The record remembered for `key`, if it was read from the file `stamp` names.
+    pub(crate) fn get(&self, key: &str, stamp: &Stamp) -> Option<Arc<[u8]>> {
+        let shard = self.shard(key).lock();
+        match shard.get(key) {
+            Some((seen, record)) if seen == stamp => Some(record.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers `record`, read from the file `stamp` names, for `key`.
+    pub(crate) fn put(&self, key: &str, stamp: Stamp, record: Arc<[u8]>) {
+        let mut shard = self.shard(key).lock();
+        if let Some(entry) = shard.get_mut(key) {
+            *entry = (stamp, record);
+            return;
+        }
+        if shard.len() >= CAPACITY / SHARDS {
+            // The map's iteration order is random per process: an entry at random.
+            if let Some(victim) = shard.keys().next().cloned() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(key.into(), (stamp, record));
+    }
+
+    /// Forgets what was remembered for `key`.
+    pub(crate) fn forget(&self, key: &str) {
+        self.shard(key).lock().remove(key);
+    }
+
+    /// How many records are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(ino: u64, ctime: i64) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino,
+            size: 10,
+            ctime: (ctime, 0),
+            mtime: (ctime, 0),
+        }
+    }
+
+    #[test]
+    fn a_record_is_reused_only_for_the_same_file_version_and_stays_bounded() {
+        let records = Records::default();
+        records.put("a", stamp(1, 5), Arc::from(&b"one"[..]));
+        assert_eq!(records.get("a", &stamp(1, 5)).as_deref(), Some(&b"one"[..]));
+        assert!(records.get("a", &stamp(1, 6)).is_none(), "changed since");
+        assert!(records.get("a", &stamp(2, 5)).is_none(), "another file");
+        records.put("a", stamp(1, 6), Arc::from(&b"two"[..]));
+        assert_eq!(records.get("a", &stamp(1, 6)).as_deref(), Some(&b"two"[..]));
+        records.forget("a");
+        assert!(records.get("a", &stamp(1, 6)).is_none());
+        for i in 0..10 * CAPACITY {
+            records.put(&format!("k{i}"), stamp(i as u64, 1), Arc::from(&b"r"[..]));
+        }
+        assert!(records.len() <= CAPACITY, "{}", records.len());
+        assert!(records.len() >= CAPACITY / 2, "{}", records.len());
+    }
+}
