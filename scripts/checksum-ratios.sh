@@ -1,16 +1,8 @@
 #!/usr/bin/env bash
-# Prints what checksums keep of each case's speed (time off / time on, 1.00 = free),
-# from the medians of the last `cargo bench --bench checksums` run.
+# What checksums keep of each case's speed (off / on, 1.00 = free), measured call
+# against call in one run: `benches/checksum_ratios.rs`. S3 cases use the server
+# BLOCKSTORE_S3_ENDPOINT names (e.g. RGW from scripts/rgw.sh), else moto.
+# Usage: scripts/checksum-ratios.sh [FILTER]   (BLOCKSTORE_RATIO_SECS per case, 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 - <<'PY'
-import json, pathlib
-root = pathlib.Path("target/criterion")
-for group in sorted(root.glob("checksums_*")):
-    def mean(mode):
-        f = group / mode / "new" / "estimates.json"
-        return json.loads(f.read_text())["median"]["point_estimate"] if f.exists() else None
-    on, off = mean("crc32c"), mean("off")
-    if on and off:
-        print(f"{group.name:40} on {on/1e3:10.1f} µs  off {off/1e3:10.1f} µs  off/on {off/on:5.2f}")
-PY
+cargo bench --bench checksum_ratios -- "${1:-}"
