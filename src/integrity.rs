@@ -19,10 +19,9 @@
 //! | 20..24 | CRC32C of the whole block |
 //! | 24.. | CRC32C of each chunk in order, the last one possibly short |
 //!
-//! Each backend picks its chunk: the filesystem the smallest its filesystem keeps the
-//! record of, found at open: 4 KiB, a page (a 4 MiB block's record is 4,120 bytes) on
-//! XFS, btrfs and tmpfs; 8 KiB (2,072 bytes) on ext4, which gives a file's attributes
-//! one 4 KiB block; larger on ext4 with 1 or 2 KiB blocks. S3 64 KiB (280 bytes, 376 in base64, within the 2 KB of
+//! Each backend picks its chunk: the filesystem 8 KiB (a 4 MiB block's record is
+//! 2,072 bytes; larger chunks where the filesystem gives a file less room, such as
+//! ext4 with 1 KiB blocks), S3 64 KiB (280 bytes, 376 in base64, within the 2 KB of
 //! metadata AWS allows), the memory store 16 KiB. A record that does not parse, or whose
 //! length is not the block's, makes the block `Corrupt` like a checksum that does not
 //! match; a block with no record at all (written with `checksums = "off"`, or before
@@ -31,10 +30,9 @@
 //! # Ranges
 //!
 //! A range read reads the whole chunks it touches (less than a chunk more at each end)
-//! and verifies only those: a page-aligned 4 KiB read of a 4 MiB block on ext4 reads
-//! and checks 8 KiB (on XFS 4 KiB), one at another offset 8 or 16 KiB, not 4 MiB.
-//! Smaller chunks make small ranges cheaper but the record longer than where it is
-//! kept allows.
+//! and verifies only those: a 4 KiB read of a 4 MiB block on the filesystem checks
+//! 8 KiB (16 KiB when it crosses a chunk edge), not 4 MiB. Smaller chunks make small
+//! ranges cheaper but the record larger than where it is kept allows.
 //!
 //! # What checksums cannot see
 //!

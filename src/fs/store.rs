@@ -35,15 +35,10 @@ const BESIDE: &[u8] = b".blockstore\xfft-";
 /// The extended attribute that holds a block's checksum record.
 const SUMS_XATTR: &str = "user.blockstore.sums";
 
-/// The chunk of the filesystem's checksums where the probe at open cannot be made:
-/// 8 KiB, whose record for a 4 MiB block (2,072 bytes) fits the one block of
-/// attributes ext4 gives a file.
+/// The chunk of the filesystem's checksums: 8 KiB, so a 4 KiB page read reads 8 KiB,
+/// and the record of a 4 MiB block (2,072 bytes) fits the one block of attributes
+/// ext4 gives a file.
 const FS_CHUNK: u64 = 8 * 1024;
-/// The smallest chunk: a page, so a page-aligned 4 KiB read reads nothing more, where
-/// the filesystem takes its 4,120-byte record (XFS, btrfs, tmpfs; not ext4).
-const FS_MIN_CHUNK: u64 = 4 * 1024;
-/// The longest record read: that of a 4 MiB block in chunks of [`FS_MIN_CHUNK`].
-const MAX_RECORD: usize = 24 + 4 * (BLOCK_SIZE / FS_MIN_CHUNK as usize);
 
 /// A store that keeps each block in the file `{base_path}/{key}`.
 ///
@@ -116,8 +111,7 @@ const MAX_RECORD: usize = 24 + 4 * (BLOCK_SIZE / FS_MIN_CHUNK as usize);
 /// # Checksums
 ///
 /// With `checksums = "crc32c"` (the default) each block file carries its checksum
-/// record (a CRC32C per 4 KiB chunk, or 8 KiB on ext4, whose one block of attributes
-/// per file cannot hold the longer record; [`crate::integrity`]) in the extended attribute
+/// record (a CRC32C per 8 KiB chunk, [`crate::integrity`]) in the extended attribute
 /// `user.blockstore.sums`, set on the temporary file before it is synced (with `fsync`,
 /// a full `fsync`: the attribute is metadata) and renamed, so the block and its record
 /// appear together. Reads check it; a file changed behind the store's back is
@@ -946,7 +940,7 @@ fn too_large(op: Op, key: &str, size: u64) -> Error {
 /// The checksum record of an open block, `None` when it has none. A record too long
 /// to be one comes back empty, which the checks call corrupt.
 fn read_record(fd: BorrowedFd<'_>) -> std::result::Result<Option<Arc<[u8]>>, Errno> {
-    let mut buf = [0u8; MAX_RECORD];
+    let mut buf = [0u8; 4096];
     match rustix::fs::fgetxattr(fd, SUMS_XATTR, &mut buf[..]) {
         Ok(n) => Ok(Some(Arc::from(&buf[..n]))),
         Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
@@ -1020,18 +1014,17 @@ enum Room {
     None,
 }
 
-/// Probes, on a file in the work directory, the smallest chunk (from
-/// [`FS_MIN_CHUNK`] up) whose record for a 4 MiB block the filesystem accepts: ext4
-/// holds a file's attributes in one block, so with 4 KiB blocks the 4,120-byte record
-/// of 4 KiB chunks does not fit but the 2,072 bytes of 8 KiB chunks do, and with 1 KiB
-/// blocks it takes 32 KiB chunks (536 bytes).
+/// Probes, on a file in the work directory, the smallest chunk (from [`FS_CHUNK`] up)
+/// whose record for a 4 MiB block the filesystem accepts: ext4 holds a file's
+/// attributes in one block, so with 1 KiB blocks the 2,072-byte record of 8 KiB chunks
+/// does not fit, where the 536 bytes of 32 KiB chunks do.
 fn record_room(work: &WorkDir) -> Room {
     let name = "Xattr-Probe";
     let Ok(fd) = sys::create_new(work.fd(), name, OFlags::WRONLY, 0o600) else {
         return Room::Unknown;
     };
     let mut room = Room::None;
-    let mut chunk = FS_MIN_CHUNK;
+    let mut chunk = FS_CHUNK;
     while chunk <= 1024 * 1024 {
         let record = vec![0u8; 24 + 4 * (BLOCK_SIZE as u64).div_ceil(chunk) as usize];
         match rustix::fs::fsetxattr(&fd, SUMS_XATTR, &record, rustix::fs::XattrFlags::empty()) {
