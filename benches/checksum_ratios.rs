@@ -61,7 +61,13 @@ fn report(name: &str, pairs: &[(f64, f64)]) {
     let ratio = median(ratios.clone());
     let mut rng = fastrand::Rng::with_seed(7);
     let mut medians: Vec<f64> = (0..1000)
-        .map(|_| median((0..ratios.len()).map(|_| ratios[rng.usize(..ratios.len())]).collect()))
+        .map(|_| {
+            median(
+                (0..ratios.len())
+                    .map(|_| ratios[rng.usize(..ratios.len())])
+                    .collect(),
+            )
+        })
         .collect();
     medians.sort_by(f64::total_cmp);
     let (low, high) = (medians[25], medians[974]);
@@ -126,7 +132,11 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let stores = fs_stores(dir.path(), false);
-    let reads = ["fs read 4 MiB", "fs range 4 KiB", "fs range 4 KiB page-aligned"];
+    let reads = [
+        "fs read 4 MiB",
+        "fs range 4 KiB",
+        "fs range 4 KiB page-aligned",
+    ];
     if reads.iter().any(|n| wanted(n)) {
         for store in &stores {
             for i in 0..16 {
@@ -179,7 +189,10 @@ fn main() {
     if wanted("s3 PUT 4 MiB") {
         let result = pairs(budget, quick, |mode, i| {
             stores[mode]
-                .write_block(&format!("{}/chunk-0/block-{}", MODES[mode].as_str(), i % 8), &block)
+                .write_block(
+                    &format!("{}/chunk-0/block-{}", MODES[mode].as_str(), i % 8),
+                    &block,
+                )
                 .unwrap()
         });
         report("s3 PUT 4 MiB", &result);

@@ -244,9 +244,23 @@ fn damage_is_found_on_every_filesystem() {
             Integrity::Verified,
             "{kind}"
         );
+        // The same chunk everywhere, so a store copied with its attributes from one
+        // filesystem to another keeps its checksums.
+        assert_eq!(store.report().about("checksum_chunk"), Some("8 KiB"), "{kind}");
         Damage::Flip(2 * FS_CHUNK + 9).apply_on_disk(&base.join("k/chunk-0/block-0"));
         let e = store.read_block("k/chunk-0/block-0").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
+        assert!(e.to_string().contains("chunk 2 "), "{kind}: {e}");
+        let e = store
+            .read_block_range("k/chunk-0/block-0", 2 * FS_CHUNK + 4096, 4096)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
+        let next = 3 * FS_CHUNK as usize;
+        assert_eq!(
+            store.read_block_range("k/chunk-0/block-0", next as u64, 4096).unwrap(),
+            &data[next..next + 4096],
+            "{kind}"
+        );
         assert_eq!(
             store.read_block_range("k/chunk-0/block-0", 0, 100).unwrap(),
             &data[..100],
@@ -561,4 +575,63 @@ fn rot_on_the_device_under_a_live_store_is_corrupt() {
     store.close().unwrap();
     drop(file);
     drop(mount);
+}
+
+/// An operator moves a store to another filesystem with `cp -a` (as the README
+/// advises): from XFS and from btrfs to ext4 and back, every block still verifies, so
+/// no filesystem may write records another cannot hold.
+#[test]
+fn a_store_copied_with_cp_a_to_another_filesystem_keeps_its_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mounts = Vec::new();
+    for kind in ["xfs", "btrfs", "ext4"] {
+        let sub = dir.path().join(kind);
+        std::fs::create_dir_all(&sub).unwrap();
+        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
+            return;
+        };
+        mounts.push((kind, m));
+    }
+    let blocks: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            let len = [4 << 20, LEN as usize, 4096][i];
+            (format!("e/f{i}/chunk-0/block-0"), pattern(len, 40 + i as u8))
+        })
+        .collect();
+    for (from, to) in [(0, 2), (1, 2), (2, 0)] {
+        let (source, target) = (&mounts[from], &mounts[to]);
+        let base = source.1.path.join(format!("to-{}", target.0));
+        let store = fs_store(&base, Checksums::Crc32c);
+        for (key, data) in &blocks {
+            store.write_block(key, data).unwrap();
+        }
+        store.close().unwrap();
+        let copy = target.1.path.join(format!("from-{}", source.0));
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&base)
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "cp -a {} -> {}: {}",
+            source.0,
+            target.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let copied = fs_store(&copy, Checksums::Require);
+        for (key, data) in &blocks {
+            assert_eq!(
+                copied.verify_block(key).unwrap(),
+                Integrity::Verified,
+                "{key} copied from {} to {}",
+                source.0,
+                target.0
+            );
+            assert_eq!(&copied.read_block(key).unwrap(), data);
+        }
+        copied.close().unwrap();
+    }
+    drop(mounts);
 }
