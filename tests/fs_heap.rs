@@ -61,6 +61,8 @@ fn writes_without_fsync_keep_no_per_directory_state() {
     for i in 0..6_000 {
         store.write_block(&key(i), &block).unwrap();
     }
+    // Records are remembered once their files have not changed for two seconds.
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
     store.read_block_range(&key(0), 100, 10).unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     for round in 0..2 {

@@ -246,7 +246,11 @@ fn damage_is_found_on_every_filesystem() {
         );
         // The same chunk everywhere, so a store copied with its attributes from one
         // filesystem to another keeps its checksums.
-        assert_eq!(store.report().about("checksum_chunk"), Some("8 KiB"), "{kind}");
+        assert_eq!(
+            store.report().about("checksum_chunk"),
+            Some("8 KiB"),
+            "{kind}"
+        );
         Damage::Flip(2 * FS_CHUNK + 9).apply_on_disk(&base.join("k/chunk-0/block-0"));
         let e = store.read_block("k/chunk-0/block-0").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
@@ -257,7 +261,9 @@ fn damage_is_found_on_every_filesystem() {
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
         let next = 3 * FS_CHUNK as usize;
         assert_eq!(
-            store.read_block_range("k/chunk-0/block-0", next as u64, 4096).unwrap(),
+            store
+                .read_block_range("k/chunk-0/block-0", next as u64, 4096)
+                .unwrap(),
             &data[next..next + 4096],
             "{kind}"
         );
@@ -504,6 +510,8 @@ fn rot_on_the_device_under_a_live_store_is_corrupt() {
     let key = "rot/chunk-0/block-0";
     store.write_block(key, &data).unwrap();
     let ranges = [(5 * FS_CHUNK + 100, 4096), (0, 4096), (LEN - 10, 10)];
+    // Old enough that the store may remember its record (two seconds unchanged).
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
     for _ in 0..3 {
         for (offset, length) in ranges {
             let at = offset as usize;
@@ -595,7 +603,10 @@ fn a_store_copied_with_cp_a_to_another_filesystem_keeps_its_checksums() {
     let blocks: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
             let len = [4 << 20, LEN as usize, 4096][i];
-            (format!("e/f{i}/chunk-0/block-0"), pattern(len, 40 + i as u8))
+            (
+                format!("e/f{i}/chunk-0/block-0"),
+                pattern(len, 40 + i as u8),
+            )
         })
         .collect();
     for (from, to) in [(0, 2), (1, 2), (2, 0)] {
@@ -634,4 +645,197 @@ fn a_store_copied_with_cp_a_to_another_filesystem_keeps_its_checksums() {
         copied.close().unwrap();
     }
     drop(mounts);
+}
+
+/// Bytes that repeat nowhere in a filesystem image, from a seed.
+fn unique_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// The extended attribute `name` of the file at `path` (`None` to remove it).
+fn set_record(path: &std::path::Path, value: Option<&[u8]>) {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = c"user.blockstore.sums";
+    let r = unsafe {
+        match value {
+            Some(v) => libc::setxattr(path.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            None => libc::removexattr(path.as_ptr(), name.as_ptr()),
+        }
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+fn record_of(path: &std::path::Path) -> Vec<u8> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.blockstore.sums".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n > 0, "{}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf
+}
+
+/// Where a file's times move once a second (ext4 with 128-byte inodes; before Linux
+/// 6.13 they move once a clock tick everywhere), a block changed behind the store's
+/// back within the second of its last change keeps its times. Ranges must still be
+/// checked against the record stored now: another block's record and data copied over
+/// part of it, or its record removed under `checksums = "require"`, make ranges that
+/// no longer match it `Corrupt`, whatever the store read of the block before.
+#[test]
+fn a_change_within_one_timestamp_tick_is_still_found_by_ranges() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = support::mount_or_explain(
+        support::loop_fs_with(dir.path(), "ext4", 64, &["-I", "128"]),
+        "a_change_within_one_timestamp_tick_is_still_found_by_ranges",
+    ) else {
+        return;
+    };
+    let base = mount.path.join("store");
+    let store = fs_store(&base, Checksums::Require);
+    let (b, c) = (unique_bytes(1 << 20, 1), unique_bytes(1 << 20, 2));
+    store.write_block("b", &b).unwrap();
+    let times = |path: &std::path::Path| {
+        let m = std::fs::metadata(path).unwrap();
+        (
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ino(),
+        )
+    };
+    let mut seen = [false; 2];
+    for attempt in 0..40 {
+        let scenario = attempt % 2;
+        if seen[scenario] {
+            continue;
+        }
+        let key = format!("c{attempt}");
+        let path = base.join(&key);
+        store.write_block(&key, &c).unwrap();
+        // Read ranges of it: the store may remember its record now.
+        for _ in 0..3 {
+            assert_eq!(
+                store.read_block_range(&key, 100_000, 4096).unwrap(),
+                &c[100_000..104_096]
+            );
+        }
+        let before = times(&path);
+        if scenario == 0 {
+            // b's record, and the first 64 KiB of b's bytes: a restore cut short.
+            set_record(&path, Some(&record_of(&base.join("b"))));
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&b[..65_536], 0).unwrap();
+        } else {
+            set_record(&path, None);
+        }
+        if times(&path) != before {
+            // The second turned: the times moved, which is not the case looked for.
+            continue;
+        }
+        seen[scenario] = true;
+        let Err(e) = store.read_block_range(&key, 100_000, 4096) else {
+            panic!("scenario {scenario}: a range of a block whose record no longer matches it read as data");
+        };
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "scenario {scenario}: {e}");
+        let mut buf = [0u8; 100];
+        let e = store
+            .read_block_range_into(&key, 200_000, &mut buf)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "scenario {scenario}: {e}");
+        if seen == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [true, true],
+        "no change fell within the second of the last"
+    );
+    store.close().unwrap();
+    drop(mount);
+}
+
+/// btrfs checksums data itself: a bit flipped on its device makes the read fail with
+/// EIO before the store sees the bytes. That block is damaged all the same: `Corrupt`
+/// for every read that touches it (so `scrub` counts it and `copy` repairs it), while
+/// the rest of the block still reads.
+#[test]
+fn damage_the_filesystem_finds_first_is_corrupt_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = support::mount_or_explain(
+        support::loop_fs(dir.path(), "btrfs", 300),
+        "damage_the_filesystem_finds_first_is_corrupt_too",
+    ) else {
+        return;
+    };
+    for checksums in [Checksums::Crc32c, Checksums::Off] {
+        let base = mount.path.join(checksums.as_str());
+        let store = fs_store(&base, checksums);
+        let data = unique_bytes(1 << 20, 9 + checksums as u64);
+        let key = "rot/chunk-0/block-0";
+        store.write_block(key, &data).unwrap();
+        let at = 600_000usize;
+        // Where the block's bytes lie in the image: the one place holding them.
+        let image = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("btrfs.img"))
+            .unwrap();
+        let bytes = std::fs::read(dir.path().join("btrfs.img")).unwrap();
+        let needle = &data[at..at + 64];
+        let found: Vec<usize> = bytes
+            .windows(64)
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(found.len(), 1, "the block's bytes appear once in the image");
+        drop(bytes);
+        std::os::unix::fs::FileExt::write_all_at(&image, &[data[at] ^ 0x10], found[0] as u64)
+            .unwrap();
+        image.sync_all().unwrap();
+        let file = std::fs::File::open(base.join(key)).unwrap();
+        let r = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(r, 0);
+        drop(file);
+        let e = store.read_block(key).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{checksums:?}: {e}");
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains(key), "{e}");
+        let e = store.read_block_range(key, at as u64, 10).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{checksums:?}: {e}");
+        let mut buf = [0u8; 10];
+        let e = store
+            .read_block_range_into(key, at as u64, &mut buf)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{checksums:?}: {e}");
+        assert_eq!(
+            store.verify_block(key).unwrap_err().kind(),
+            ErrorKind::Corrupt,
+            "{checksums:?}"
+        );
+        assert_eq!(store.read_block_range(key, 0, 4096).unwrap(), &data[..4096]);
+        // A new write of the block heals it.
+        store.write_block(key, &data).unwrap();
+        assert_eq!(store.read_block(key).unwrap(), data);
+        store.close().unwrap();
+    }
+    drop(mount);
 }

@@ -95,6 +95,13 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
     let (mut frontier, mut resume_after) = (0usize, None::<String>);
     for (i, result) in pool.batch(jobs).window(pool_config.workers * 2) {
         let (key, size) = keys.borrow_mut().remove(&i).unwrap_or_default();
+        // Bytes of the blocks checked, so the summary's count and size agree.
+        if result
+            .as_ref()
+            .map_or_else(|e| e.kind() == ErrorKind::Corrupt, |_| true)
+        {
+            tally.bytes += size;
+        }
         match result {
             Ok(Integrity::Verified) => tally.verified += 1,
             Ok(Integrity::Unverified) => tally.unverified += 1,
@@ -119,7 +126,6 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
                 tally.first_failure.get_or_insert((key.clone(), e));
             }
         }
-        tally.bytes += size;
         bar.inc(size);
         if tally.failed == 0 {
             done_past_frontier.insert(i, key);

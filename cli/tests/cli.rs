@@ -1026,6 +1026,8 @@ fn scrub_finds_exactly_the_damaged_blocks() {
     );
     assert_eq!(found["verified"], 7, "{found}");
     assert_eq!(found["resume_after"], "s/9/chunk-0/block-0");
+    // The bytes counted are those of the blocks checked (the shortened one is 100,000).
+    assert_eq!(found["bytes"], 11 * 200_000 + 100_000 + 1, "{found}");
 
     // Text: one line per corrupt block, naming the chunk; the summary; exit 1.
     let out = cli(&config).args(["scrub"]).output().unwrap();
@@ -1064,6 +1066,34 @@ fn scrub_finds_exactly_the_damaged_blocks() {
         .code(1)
         .stdout(predicates::str::is_empty())
         .stderr(predicates::str::contains("block is corrupt"));
+    // A file that cannot be read as a block (longer than any) is counted apart, and
+    // its bytes are not counted as scrubbed.
+    std::fs::create_dir_all(dir.path().join("store/t")).unwrap();
+    std::fs::write(dir.path().join("store/t/big"), vec![1u8; 5 << 20]).unwrap();
+    cli(&config)
+        .args(["put", "t/ok"])
+        .arg(dir.path().join("block"))
+        .assert()
+        .success();
+    let out = cli(&config)
+        .args(["--json", "scrub", "t/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            found["verified"].as_u64(),
+            found["failed"].as_u64(),
+            found["bytes"].as_u64()
+        ),
+        (Some(1), Some(1), Some(200_000)),
+        "{found}"
+    );
+    let text =
+        String::from_utf8_lossy(&cli(&config).args(["scrub", "t/"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(text.contains("scrubbed 1 blocks (195.3 KiB)"), "{text}");
 }
 
 /// `copy` from a good store repairs a destination block that fails its checksums (it

@@ -4,10 +4,15 @@
 //! A record is remembered with what `fstat` said of its file (device, inode, size,
 //! change and modification times) and reused only while a new `fstat` says the same:
 //! any write to the file or its attributes moves its change time, and a replaced file
-//! is another inode. Where two changes fall within one tick of the kernel's clock the
-//! time may not move; so a remembered record that a read fails is never the last word:
-//! the store reads the stored record and checks again before it reports `Corrupt`.
-//! Whole reads and `verify_block` always read the stored record.
+//! is another inode. A time moves only when the clock has moved past it, though: once
+//! a second on ext4 with 128-byte inodes, once a tick before Linux 6.13; a second
+//! change within the same second as the first leaves the times as they were. So a
+//! record is remembered only once its file's change time is [`SETTLED`] old: any later
+//! change then has a later time. Only on local filesystems whose times come from this
+//! machine's clock (the store decides at open), and only for files on the base's own
+//! device. And a remembered record that a read fails is never the last word: the store
+//! reads the stored record and checks again before it reports `Corrupt`. Whole reads
+//! and `verify_block` always read the stored record.
 //!
 //! Bounded: at most [`CAPACITY`] records (a 4 MiB block's is about 2 KiB), in shards
 //! locked only to look up or insert, never across I/O; a full shard drops an entry
@@ -21,6 +26,9 @@ use rustix::fs::Stat;
 
 /// How many records are remembered at most.
 pub(crate) const CAPACITY: usize = 1024;
+/// How old a file's change time must be before its record is remembered: more than the
+/// coarsest timestamp a supported filesystem keeps (one second).
+pub(crate) const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 const SHARDS: usize = 8;
 
 /// What identifies one version of a file.
@@ -34,6 +42,16 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// Whether the file has not changed for [`SETTLED`] by `now` (a time since the Unix
+    /// epoch), so that any change from now on moves its change time.
+    pub(crate) fn settled(&self, now: std::time::Duration) -> bool {
+        let changed = std::time::Duration::new(
+            self.ctime.0.max(0) as u64,
+            self.ctime.1.clamp(0, 999_999_999) as u32,
+        );
+        now.checked_sub(changed).is_some_and(|age| age >= SETTLED)
+    }
+
     pub(crate) fn of(st: &Stat) -> Stamp {
         Stamp {
             dev: st.st_dev,
@@ -110,6 +128,18 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_files_unchanged_for_two_seconds_are_settled() {
+        let s = stamp(1, 100);
+        assert!(!s.settled(std::time::Duration::from_secs(100)));
+        assert!(!s.settled(std::time::Duration::from_millis(101_999)));
+        assert!(s.settled(std::time::Duration::from_secs(102)));
+        assert!(
+            !s.settled(std::time::Duration::from_secs(50)),
+            "a clock behind the file"
+        );
+    }
 
     fn stamp(ino: u64, ctime: i64) -> Stamp {
         Stamp {

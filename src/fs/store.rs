@@ -121,9 +121,15 @@ const FS_CHUNK: u64 = 8 * 1024;
 ///
 /// Range reads remember the records of up to 1,024 recently read blocks (about 2 KiB
 /// each), reused while `fstat` shows the same file (inode, size, change and
-/// modification times), so a small range of a hot block reads no attribute. A range
-/// that fails its check with a remembered record is checked again with the stored one
-/// before it is `Corrupt`; whole reads and `verify_block` always read the stored one.
+/// modification times), so a small range of a hot block reads no attribute: only on
+/// local filesystems, only once a file has not changed for two seconds (a file's times
+/// move only when the clock has), and a range that fails its check with a remembered
+/// record is checked again with the stored one before it is `Corrupt`; whole reads and
+/// `verify_block` always read the stored one.
+///
+/// A read of a block's bytes that fails with `EIO` (a device that cannot read them,
+/// or btrfs's and ZFS's own checksums refusing them) is `Corrupt`, like damage our
+/// checksums find.
 ///
 /// # Permissions
 ///
@@ -180,6 +186,11 @@ pub struct FsBackend {
     chunk: u64,
     /// Checksum records of recently read blocks, for range reads.
     records: Records,
+    /// Whether records may be remembered: the base is on a local filesystem whose file
+    /// times come from this machine's clock ([`remembers_records`]); then only for
+    /// files on `base_dev`.
+    remember: bool,
+    base_dev: u64,
 }
 
 impl fmt::Debug for FsBackend {
@@ -297,6 +308,8 @@ impl FsBackend {
                 )
             }
         }
+        let remember = remembers_records(base.as_fd());
+        let base_dev = rustix::fs::fstat(&base).map_or(u64::MAX, |st| st.st_dev);
         Ok(FsBackend {
             config,
             base_path,
@@ -307,6 +320,8 @@ impl FsBackend {
             checksums,
             chunk,
             records: Records::default(),
+            remember,
+            base_dev,
         })
     }
 
@@ -928,6 +943,47 @@ impl FsBackend {
     }
 }
 
+/// Whether the filesystem at `base` is one whose file times this machine's kernel sets
+/// from its own clock, so a file's change time always moves past an earlier one
+/// ([`Records`]): ext4, XFS, btrfs, tmpfs, overlayfs, F2FS, ZFS, bcachefs. Not network
+/// or FUSE filesystems, whose times come from another clock (or are cached).
+fn remembers_records(base: BorrowedFd<'_>) -> bool {
+    const LOCAL: [u32; 8] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0xCA45_1A4E, // bcachefs
+    ];
+    // Magic numbers are 32 bits; `f_type` is a signed word of the platform's width.
+    rustix::fs::fstatfs(base).is_ok_and(|fs| LOCAL.contains(&(fs.f_type as u32)))
+}
+
+/// The time since the Unix epoch, as file times count it.
+fn now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A failed read of a block's bytes `start..end`. `EIO` there means the bytes are
+/// damaged where they rest: the device could not read them, or the filesystem's own
+/// checksums (btrfs, ZFS) refused them before ours could. That block is `Corrupt`, like
+/// one our checksums refuse, so a scrub counts it and a copy repairs it.
+fn read_error(op: Op, key: &str, e: Errno, start: u64, end: u64) -> Error {
+    if e != Errno::IO {
+        return error(op, key, e);
+    }
+    Error::new(ErrorKind::Corrupt, op)
+        .with_key(key)
+        .with_detail(format!(
+            "reading bytes {start}..{end} failed with an I/O error: the device or the filesystem's own checksums found them damaged"
+        ))
+}
+
 /// A file too long to be a block.
 fn too_large(op: Op, key: &str, size: u64) -> Error {
     Error::new(ErrorKind::Backend, op)
@@ -1123,7 +1179,9 @@ impl Backend for FsBackend {
             None => {
                 let record = read_record(fd.as_fd()).map_err(|e| error(op, key, e))?;
                 if let (Some(record), Some(_)) = (&record, range) {
-                    self.records.put(key, stamp, record.clone());
+                    if self.remember && st.st_dev == self.base_dev && stamp.settled(now()) {
+                        self.records.put(key, stamp, record.clone());
+                    }
                 }
                 record
             }
@@ -1147,7 +1205,7 @@ impl Backend for FsBackend {
         };
         let mut data = Vec::with_capacity((end - start) as usize);
         sys::pread_append(fd.as_fd(), &mut data, (end - start) as usize, start)
-            .map_err(|e| error(op, key, e))?;
+            .map_err(|e| read_error(op, key, e, start, end))?;
         // Truncated since it was opened: what is there now is what was read.
         let size = if (data.len() as u64) < end - start {
             start + data.len() as u64
@@ -1178,7 +1236,7 @@ impl Backend for FsBackend {
         let (fd, size) = self.open_block(Op::Read, key)?;
         let mut data = Vec::with_capacity(size as usize);
         sys::pread_append(fd.as_fd(), &mut data, size as usize, 0)
-            .map_err(|e| error(Op::Read, key, e))?;
+            .map_err(|e| read_error(Op::Read, key, e, 0, size))?;
         Ok(data)
     }
 
@@ -1187,7 +1245,7 @@ impl Backend for FsBackend {
         let range = clamp_range(key, size, offset, length)?;
         let mut data = Vec::with_capacity(range.len());
         let n = sys::pread_append(fd.as_fd(), &mut data, range.len(), offset)
-            .map_err(|e| error(Op::ReadRange, key, e))?;
+            .map_err(|e| read_error(Op::ReadRange, key, e, offset, range.end as u64))?;
         if n == 0 {
             // Truncated by someone else since it was opened.
             return Err(offset_past_end(key, offset, 0));
@@ -1199,7 +1257,7 @@ impl Backend for FsBackend {
         let (fd, size) = self.open_block(Op::ReadRange, key)?;
         let range = clamp_range(key, size, offset, buf.len() as u64)?;
         let n = sys::pread_full(fd.as_fd(), &mut buf[..range.len()], offset)
-            .map_err(|e| error(Op::ReadRange, key, e))?;
+            .map_err(|e| read_error(Op::ReadRange, key, e, offset, range.end as u64))?;
         if n == 0 {
             return Err(offset_past_end(key, offset, 0));
         }
@@ -1300,11 +1358,18 @@ mod tests {
         let store = FsStore::open(FsConfig::new(dir.path())).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         store.write_block("k", &data).unwrap();
+        // Records are remembered once their file has not changed for two seconds.
+        let backend = store.backend();
         assert_eq!(
             store.read_block_range("k", 20_000, 10).unwrap(),
             &data[20_000..20_010]
         );
-        let backend = store.backend();
+        assert_eq!(backend.records.len(), 0, "a file that just changed");
+        std::thread::sleep(super::super::records::SETTLED + std::time::Duration::from_millis(100));
+        assert_eq!(
+            store.read_block_range("k", 20_000, 10).unwrap(),
+            &data[20_000..20_010]
+        );
         let (fd, st) = backend.open_file_block(Op::ReadRange, "k").unwrap();
         let stored = read_record(fd.as_fd()).unwrap().unwrap();
         let stamp = Stamp::of(&st);

@@ -142,6 +142,12 @@ pub fn temp_files(root: &Path) -> Vec<String> {
 /// `mib` MiB inside `dir` and loop-mounted at `dir/mnt`; unmounted (and its loop device
 /// released) on drop. `Err` says why it could not be made here.
 pub fn loop_fs(dir: &Path, kind: &str, mib: u64) -> Result<Mount, String> {
+    loop_fs_with(dir, kind, mib, &[])
+}
+
+/// As [`loop_fs`], with more `mkfs` options (e.g. `-I 128` for ext4 inodes whose
+/// times move once a second).
+pub fn loop_fs_with(dir: &Path, kind: &str, mib: u64, options: &[&str]) -> Result<Mount, String> {
     let image = dir.join(format!("{kind}.img"));
     std::fs::File::create(&image)
         .and_then(|f| f.set_len(mib << 20))
@@ -155,6 +161,7 @@ pub fn loop_fs(dir: &Path, kind: &str, mib: u64) -> Result<Mount, String> {
         _ => cmd.args(["-q", "-f"]),
     };
     let out = cmd
+        .args(options)
         .arg(&image)
         .output()
         .map_err(|e| format!("cannot run {mkfs} (install its package): {e}"))?;
