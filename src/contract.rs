@@ -101,7 +101,10 @@
 //! `read_block_range_into` and `read_at` fail with `Corrupt` (errno `EIO`), naming the
 //! key, the chunk and both checksums, through the pool alike. A range that touches only
 //! intact chunks still reads. A block whose length differs from the one its checksums
-//! were written for is corrupt. Blocks without checksums stay readable, unverified.
+//! were written for is corrupt. Where the storage finds the damage first (a device that
+//! cannot read a sector, a filesystem that checksums data itself, as btrfs and ZFS
+//! do, and answers `EIO`) the read is `Corrupt` too. Blocks without checksums stay
+//! readable, unverified.
 //! `verify_block(key)` answers `Verified`, `Unverified` or `Corrupt`. The record's
 //! layout and where each backend keeps it: [`crate::integrity`].
 //!
