@@ -14,9 +14,45 @@ const POLY: u32 = 0x82F6_3B78;
 /// `x^0` in that order.
 const ONE: u32 = 1 << 31;
 
-/// The CRC32C (as iSCSI, ext4 and S3's `x-amz-checksum-crc32c`) of `data`.
+/// The CRC32C (as iSCSI, ext4 and S3's `x-amz-checksum-crc32c`) of `data`, by the
+/// faster of two crates on this CPU (see [`Engine`]).
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+    match engine() {
+        Engine::Folding => crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32,
+        Engine::Instruction => crc32c::crc32c(data),
+    }
+}
+
+/// Which crate computes CRC32C.
+///
+/// `crc-fast` folds 64 bytes at a time with carry-less multiplication: with AVX-512
+/// and VPCLMULQDQ it runs at about 57 GB/s on a Zen 4, and on ARM it blends PMULL
+/// with the CRC instructions. Without AVX-512 its x86-64 path folds 16 bytes at a
+/// time and lost to `crc32c`'s three interleaved SSE4.2 `crc32` streams on the same
+/// Zen 4 with AVX-512 hidden by its hypervisor: 12.3 against 14.6 GB/s on 4 MiB,
+/// 10.1 against 12.2 GB/s on an 8 KiB chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    /// `crc-fast`.
+    Folding,
+    /// `crc32c`.
+    Instruction,
+}
+
+/// The engine for this CPU, decided once.
+pub(crate) fn engine() -> Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    *ENGINE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let wide = std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq");
+            if !wide && std::arch::is_x86_feature_detected!("sse4.2") {
+                return Engine::Instruction;
+            }
+        }
+        Engine::Folding
+    })
 }
 
 /// `a · b` modulo the polynomial.
@@ -113,6 +149,19 @@ mod tests {
 
     fn bytes(len: usize, seed: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 + seed + i / 97) as u8).collect()
+    }
+
+    #[test]
+    fn both_engines_agree_on_every_length_and_alignment() {
+        let data = bytes(70_000, 9);
+        for start in 0..9 {
+            for len in (0..300).chain([4095, 4096, 8192, 8193, 65_536, 69_990]) {
+                let piece = &data[start..start + len];
+                let folded = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, piece) as u32;
+                assert_eq!(crc32c::crc32c(piece), folded, "{len} bytes at {start}");
+                assert_eq!(super::crc32c(piece), folded);
+            }
+        }
     }
 
     #[test]
