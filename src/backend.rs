@@ -203,6 +203,7 @@ pub trait Backend: Send + Sync + 'static {
                     start: 0,
                     record: None,
                     remembered: false,
+                    crc32c: None,
                 })
             }
             Some((offset, length)) => {
@@ -213,6 +214,7 @@ pub trait Backend: Send + Sync + 'static {
                     start: offset,
                     record: None,
                     remembered: false,
+                    crc32c: None,
                 })
             }
         }
@@ -263,4 +265,7 @@ pub struct Sealed {
     /// file rather than read now: a block that fails its checks with it is read again
     /// ([`Backend::reread_corrupt`]).
     pub remembered: bool,
+    /// The CRC32C of all of `data`, when the backend took it as the bytes arrived (S3
+    /// whole reads): the check then compares it instead of a second pass.
+    pub crc32c: Option<u32>,
 }

@@ -125,6 +125,7 @@ impl<B: Backend> Checked<B> {
                 sealed.start,
                 &sealed.data,
                 sealed.size,
+                sealed.crc32c,
             )?;
             Ok(Integrity::Verified)
         };

@@ -23,6 +23,47 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
     }
 }
 
+/// A CRC32C taken piece by piece, as bytes arrive (by the same engine).
+pub(crate) struct Running(Partial);
+
+enum Partial {
+    Folding(Box<crc_fast::Digest>),
+    Instruction(u32),
+}
+
+impl Running {
+    /// The CRC of nothing yet.
+    pub(crate) fn new() -> Running {
+        Running::by(engine())
+    }
+
+    /// The CRC of nothing yet, by `engine`.
+    fn by(engine: Engine) -> Running {
+        Running(match engine {
+            Engine::Folding => Partial::Folding(Box::new(crc_fast::Digest::new(
+                crc_fast::CrcAlgorithm::Crc32Iscsi,
+            ))),
+            Engine::Instruction => Partial::Instruction(0),
+        })
+    }
+
+    /// Takes in the next `piece`.
+    pub(crate) fn update(&mut self, piece: &[u8]) {
+        match &mut self.0 {
+            Partial::Folding(digest) => digest.update(piece),
+            Partial::Instruction(crc) => *crc = crc32c::crc32c_append(*crc, piece),
+        }
+    }
+
+    /// The CRC32C of everything taken in.
+    pub(crate) fn value(&self) -> u32 {
+        match &self.0 {
+            Partial::Folding(digest) => digest.finalize() as u32,
+            Partial::Instruction(crc) => *crc,
+        }
+    }
+}
+
 /// Which crate computes CRC32C.
 ///
 /// `crc-fast` folds 64 bytes at a time with carry-less multiplication: with AVX-512
@@ -162,6 +203,30 @@ mod tests {
                 assert_eq!(super::crc32c(piece), folded);
             }
         }
+    }
+
+    #[test]
+    fn a_running_crc_is_the_crc_of_its_pieces_joined() {
+        let data = bytes(300_000, 5);
+        let cuts = [
+            vec![],
+            vec![1],
+            vec![7, 16_384, 16_391],
+            vec![65_536, 299_999],
+        ];
+        for (engine, cuts) in [Engine::Folding, Engine::Instruction]
+            .into_iter()
+            .flat_map(|e| cuts.iter().map(move |c| (e, c.clone())))
+        {
+            let mut running = Running::by(engine);
+            let mut from = 0;
+            for to in cuts.into_iter().chain([data.len()]) {
+                running.update(&data[from..to]);
+                from = to;
+            }
+            assert_eq!(running.value(), crc32c(&data), "{engine:?}");
+        }
+        assert_eq!(Running::new().value(), crc32c(b""));
     }
 
     #[test]

@@ -205,7 +205,8 @@ impl<'a> Record<'a> {
     }
 
     /// Checks `data`, the bytes of the block from `start` (a chunk boundary) to the end
-    /// of a chunk or of the block, whose stored length is `size`.
+    /// of a chunk or of the block, whose stored length is `size`; `taken` is the CRC32C
+    /// of `data` if the backend took it as the bytes arrived.
     pub(crate) fn verify(
         &self,
         op: Op,
@@ -213,6 +214,7 @@ impl<'a> Record<'a> {
         start: u64,
         data: &[u8],
         size: u64,
+        taken: Option<u32>,
     ) -> Result<()> {
         if size != self.len {
             return Err(corrupt(
@@ -236,7 +238,7 @@ impl<'a> Record<'a> {
         }
         // The whole block in one pass when it matches (the common case, and faster
         // than a call per chunk); chunk by chunk to find what differs when it does not.
-        if start == 0 && end == size && crc32c(data) == self.whole {
+        if start == 0 && end == size && taken.unwrap_or_else(|| crc32c(data)) == self.whole {
             return Ok(());
         }
         let first = start / self.chunk;
@@ -324,7 +326,7 @@ mod tests {
             assert_eq!(record_chunk(&record), Some(CHUNK_SIZE));
             Record::parse(Op::Read, "k", &record)
                 .unwrap()
-                .verify(Op::Read, "k", 0, &data, len as u64)
+                .verify(Op::Read, "k", 0, &data, len as u64, None)
                 .unwrap();
         }
     }
@@ -347,19 +349,39 @@ mod tests {
         let record = Sums::of(&data, CHUNK_SIZE).encode();
         let sums = Record::parse(Op::Read, "k", &record).unwrap();
         data[40_000] ^= 1;
-        let e = sums.verify(Op::Read, "k", 0, &data, 50_000).unwrap_err();
+        let e = sums
+            .verify(Op::Read, "k", 0, &data, 50_000, None)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         let text = e.to_string();
         assert!(text.contains("chunk 2 (bytes 32768..49152)"), "{text}");
         assert!(text.contains(&format!("{:08x}", crc32c(&data[32_768..49_152]))));
         // Only the chunks given are checked.
-        sums.verify(Op::Read, "k", 0, &data[..32_768], 50_000)
+        sums.verify(Op::Read, "k", 0, &data[..32_768], 50_000, None)
             .unwrap();
-        sums.verify(Op::Read, "k", 49_152, &data[49_152..], 50_000)
+        sums.verify(Op::Read, "k", 49_152, &data[49_152..], 50_000, None)
             .unwrap();
         // A length that is not the block's is corrupt before any chunk is read.
-        let e = sums.verify(Op::Read, "k", 0, &data[..10], 10).unwrap_err();
+        let e = sums
+            .verify(Op::Read, "k", 0, &data[..10], 10, None)
+            .unwrap_err();
         assert!(e.to_string().contains("10 bytes long"), "{e}");
+    }
+
+    /// A CRC the backend took as the bytes arrived stands for the whole block's; when
+    /// it differs, the chunks are checked one by one to name the damage.
+    #[test]
+    fn a_crc_taken_in_flight_is_checked_and_damage_still_named() {
+        let mut data = block(50_000);
+        let record = Sums::of(&data, CHUNK_SIZE).encode();
+        let sums = Record::parse(Op::Read, "k", &record).unwrap();
+        sums.verify(Op::Read, "k", 0, &data, 50_000, Some(crc32c(&data)))
+            .unwrap();
+        data[100] ^= 4;
+        let e = sums
+            .verify(Op::Read, "k", 0, &data, 50_000, Some(crc32c(&data)))
+            .unwrap_err();
+        assert!(e.to_string().contains("chunk 0 (bytes 0..16384)"), "{e}");
     }
 
     /// A record whose whole-block CRC is damaged: whole reads are corrupt (they check
@@ -370,10 +392,12 @@ mod tests {
         let mut record = Sums::of(&data, CHUNK_SIZE).encode();
         record[20] ^= 1;
         let sums = Record::parse(Op::Read, "k", &record).unwrap();
-        let e = sums.verify(Op::Read, "k", 0, &data, 50_000).unwrap_err();
+        let e = sums
+            .verify(Op::Read, "k", 0, &data, 50_000, None)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert!(e.to_string().contains("whole block's CRC32C"), "{e}");
-        sums.verify(Op::Read, "k", 16_384, &data[16_384..32_768], 50_000)
+        sums.verify(Op::Read, "k", 16_384, &data[16_384..32_768], 50_000, None)
             .unwrap();
     }
 

@@ -220,6 +220,7 @@ impl Backend for MemoryBackend {
             size,
             record,
             remembered: false,
+            crc32c: None,
         })
     }
 

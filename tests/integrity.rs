@@ -372,6 +372,7 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
                 size: 4 << 20,
                 record: None,
                 remembered: false,
+                crc32c: None,
             })
         }
     }

@@ -1221,6 +1221,7 @@ impl Backend for FsBackend {
             size,
             record,
             remembered: remembered.is_some(),
+            crc32c: None,
         })
     }
 

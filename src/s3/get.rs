@@ -27,6 +27,7 @@ use super::client::Target;
 use super::error::AttemptError;
 use super::reply::{header, success};
 use super::sign::{header as header_value, object_url, signed, EMPTY_SHA256};
+use crate::crc::Running;
 
 /// What to read.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +58,9 @@ pub(crate) struct Object {
     /// Its checksum record (`x-amz-meta-blockstore-sums`, decoded; empty when it is not
     /// base64, which the checks call corrupt).
     pub(crate) sums: Option<std::sync::Arc<[u8]>>,
+    /// The CRC32C of the bytes returned, taken as they arrived: only for a whole object
+    /// that carries a record, so its check overlaps the wait for the network.
+    pub(crate) crc32c: Option<u32>,
 }
 
 /// The checksum record a reply carries, if any.
@@ -107,17 +111,19 @@ pub(crate) async fn get_object(
     let sums = sums_of(&reply);
     match (want, status, range) {
         (Want::Whole, 200, None) => {
-            let body = read(reply, limit.saturating_add(1)).await?;
+            let mut running = sums.is_some().then(Running::new);
+            let body = read(reply, limit.saturating_add(1), running.as_mut()).await?;
             if body.len() > limit {
                 return Ok(Got::Oversized);
             }
             check_declared(declared, body.len())?;
             let size = body.len() as u64;
-            Ok(Got::Bytes(body, Object { size, sums }))
+            let crc32c = running.map(|r| r.value());
+            Ok(Got::Bytes(body, Object { size, sums, crc32c }))
         }
         (Want::Range { first, last }, 200, None) => {
             // The server ignored `Range`: this is the whole object.
-            let mut body = read(reply, limit.saturating_add(1)).await?;
+            let mut body = read(reply, limit.saturating_add(1), None).await?;
             if body.len() > limit {
                 return Ok(Got::Oversized);
             }
@@ -129,7 +135,14 @@ pub(crate) async fn get_object(
             let end = last.map_or(size, |l| l.saturating_add(1).min(size));
             body.truncate(end as usize);
             body.drain(..first as usize);
-            Ok(Got::Bytes(body, Object { size, sums }))
+            Ok(Got::Bytes(
+                body,
+                Object {
+                    size,
+                    sums,
+                    crc32c: None,
+                },
+            ))
         }
         (Want::Range { first, last }, 206, Some(range)) => {
             let Some((a, b, total)) = content_range(&range) else {
@@ -158,14 +171,21 @@ pub(crate) async fn get_object(
                 )));
             }
             let expected = (b - a + 1) as usize;
-            let body = read(reply, expected.saturating_add(1)).await?;
+            let body = read(reply, expected.saturating_add(1), None).await?;
             if body.len() != expected {
                 return Err(AttemptError::Invalid(format!(
                     "asked for {asked}, the reply's Content-Range promised {expected} bytes and its body held {}",
                     body.len()
                 )));
             }
-            Ok(Got::Bytes(body, Object { size: total, sums }))
+            Ok(Got::Bytes(
+                body,
+                Object {
+                    size: total,
+                    sums,
+                    crc32c: None,
+                },
+            ))
         }
         (Want::Whole, 206, _) => Err(AttemptError::Invalid(
             "a 206 partial reply to a whole-object read".into(),
@@ -192,19 +212,27 @@ fn check_declared(declared: Option<u64>, got: usize) -> Result<(), AttemptError>
     }
 }
 
-/// Reads at most `cap` bytes of the body into a buffer sized from `Content-Length`.
-async fn read(mut reply: Response, cap: usize) -> Result<Vec<u8>, AttemptError> {
+/// Reads at most `cap` bytes of the body into a buffer sized from `Content-Length`,
+/// feeding `running` the bytes kept.
+async fn read(
+    mut reply: Response,
+    cap: usize,
+    mut running: Option<&mut Running>,
+) -> Result<Vec<u8>, AttemptError> {
     let expected = reply
         .content_length()
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut body = Vec::with_capacity(expected.min(cap));
     while let Some(chunk) = reply.chunk().await? {
         let room = cap - body.len();
+        let kept = &chunk[..chunk.len().min(room)];
+        if let Some(running) = running.as_deref_mut() {
+            running.update(kept);
+        }
+        body.extend_from_slice(kept);
         if chunk.len() >= room {
-            body.extend_from_slice(&chunk[..room]);
             break;
         }
-        body.extend_from_slice(&chunk);
     }
     Ok(body)
 }

@@ -871,6 +871,7 @@ impl Backend for S3Backend {
                 size: object.size,
                 record: object.sums,
                 remembered: false,
+                crc32c: object.crc32c,
             });
         };
         // Whole chunks, whether or not the object turns out to have checksums: one
@@ -891,6 +892,7 @@ impl Backend for S3Backend {
                     size: head.size,
                     record: head.sums,
                     remembered: false,
+                    crc32c: None,
                 });
             }
             Err(e) => return Err(e),
@@ -901,6 +903,7 @@ impl Backend for S3Backend {
             size: object.size,
             record: object.sums,
             remembered: false,
+            crc32c: None,
         })
     }
 
