@@ -7,7 +7,8 @@
 //!
 //! Cases: filesystem 4 MiB writes (fsync on, off), 4 MiB reads from the page cache,
 //! 4 KiB range reads at random and at page-aligned offsets; S3 4 MiB PUT and GET on
-//! the server `BLOCKSTORE_S3_ENDPOINT` names (e.g. RGW; else moto).
+//! the server `BLOCKSTORE_S3_ENDPOINT` names (e.g. RGW; else moto), and a control:
+//! GETs by two groups of stores both "off", whose ratio should be 1.00.
 //! `cargo bench --bench checksum_ratios [-- FILTER]`; `BLOCKSTORE_RATIO_SECS` sets
 //! the time per case (default 20); `-- --test` (CI) runs one pair per case.
 
@@ -84,6 +85,11 @@ fn report(name: &str, pairs: &[(f64, f64)]) {
         unit(on),
         pairs.len()
     );
+}
+
+/// The store of group `mode` for pair `i`.
+fn pick(groups: &[Vec<S3Store>; 2], mode: usize, i: u64) -> &S3Store {
+    &groups[mode][(i % 3) as usize]
 }
 
 fn fs_stores(dir: &std::path::Path, fsync: bool) -> Vec<FsStore> {
@@ -173,41 +179,61 @@ fn main() {
         report(name, &result);
     }
 
-    if !wanted("s3 PUT 4 MiB") && !wanted("s3 GET 4 MiB") {
+    let s3_cases = [
+        "s3 PUT 4 MiB",
+        "s3 GET 4 MiB",
+        "s3 GET 4 MiB, off against off",
+    ];
+    if !s3_cases.iter().any(|c| wanted(c)) {
         return;
     }
     let base = support::s3::config();
     let _cleanup = support::s3::Cleanup(base.clone());
-    let stores: Vec<S3Store> = MODES
-        .iter()
-        .map(|&mode| {
-            let mut config = base.clone();
-            config.checksums = mode;
-            S3Store::open(config).unwrap()
-        })
-        .collect();
-    if wanted("s3 PUT 4 MiB") {
+    // Each store has its own runtime and connections, and one instance can stay a
+    // few per cent faster than another for a whole run: each mode's calls rotate
+    // over three instances, and a control case sets two "off" groups against each
+    // other to show what is left of that.
+    let group = |mode: Checksums| -> Vec<S3Store> {
+        (0..3)
+            .map(|_| {
+                let mut config = base.clone();
+                config.checksums = mode;
+                S3Store::open(config).unwrap()
+            })
+            .collect()
+    };
+    let groups = [group(MODES[0]), group(MODES[1])];
+    if wanted(s3_cases[0]) {
         let result = pairs(budget, quick, |mode, i| {
-            stores[mode]
+            pick(&groups, mode, i)
                 .write_block(
                     &format!("{}/chunk-0/block-{}", MODES[mode].as_str(), i % 8),
                     &block,
                 )
                 .unwrap()
         });
-        report("s3 PUT 4 MiB", &result);
+        report(s3_cases[0], &result);
     }
-    if wanted("s3 GET 4 MiB") {
-        for (mode, store) in MODES.iter().zip(&stores) {
-            store
+    if wanted(s3_cases[1]) || wanted(s3_cases[2]) {
+        for (mode, group) in MODES.iter().zip(&groups) {
+            group[0]
                 .write_block(&format!("{}/get", mode.as_str()), &block)
                 .unwrap();
         }
-        let result = pairs(budget, quick, |mode, _| {
-            stores[mode]
+    }
+    if wanted(s3_cases[1]) {
+        let result = pairs(budget, quick, |mode, i| {
+            pick(&groups, mode, i)
                 .read_block(&format!("{}/get", MODES[mode].as_str()))
                 .unwrap();
         });
-        report("s3 GET 4 MiB", &result);
+        report(s3_cases[1], &result);
+    }
+    if wanted(s3_cases[2]) {
+        let control = [group(MODES[0]), group(MODES[0])];
+        let result = pairs(budget, quick, |side, i| {
+            pick(&control, side, i).read_block("off/get").unwrap();
+        });
+        report(s3_cases[2], &result);
     }
 }
