@@ -1,5 +1,6 @@
 //! The conformance suite against `S3Store` on a real S3 server (moto by default, or the
-//! server named by `BLOCKSTORE_S3_ENDPOINT`), directly and through a pool.
+//! server named by `BLOCKSTORE_S3_ENDPOINT`), directly, through a pool, and with
+//! checksums off.
 
 mod support;
 
@@ -19,6 +20,14 @@ fn target(store: Arc<dyn blockstore::BlockStore>, config: blockstore::S3Config) 
 
 fn s3() -> Target {
     let config = config();
+    let store = S3Store::open(config.clone()).expect("open S3Store");
+    target(Arc::new(store), config)
+}
+
+/// The same with `checksums = "off"`: no record written, nothing checked.
+fn s3_without_checksums() -> Target {
+    let mut config = config();
+    config.checksums = blockstore::Checksums::Off;
     let store = S3Store::open(config.clone()).expect("open S3Store");
     target(Arc::new(store), config)
 }
@@ -45,4 +54,9 @@ mod direct {
 mod pooled {
     use super::*;
     blockstore::conformance_suite!(pool_over_s3);
+}
+
+mod checksums_off {
+    use super::*;
+    blockstore::conformance_suite!(s3_without_checksums);
 }
