@@ -167,6 +167,9 @@ impl<'a> Record<'a> {
     /// Parses a stored record; `Corrupt` (naming `key`) when it is not one.
     pub(crate) fn parse(op: Op, key: &str, record: &'a [u8]) -> Result<Record<'a>> {
         let bad = |why: &str| corrupt(op, key, format!("its checksum record {why}"));
+        if record.is_empty() {
+            return Err(bad("is empty (on S3: metadata that is not base64)"));
+        }
         if record.len() < HEADER || &record[..4] != MAGIC {
             return Err(bad("is not one (no BSUM header)"));
         }
@@ -204,6 +207,25 @@ impl<'a> Record<'a> {
         })
     }
 
+    /// The whole block's CRC as its chunks' CRCs join up to.
+    fn joined(&self) -> u32 {
+        let appender = Appender::for_len(self.chunk);
+        let mut whole = 0;
+        for (i, at) in (0..self.crcs.len()).step_by(4).enumerate() {
+            let crc = word(self.crcs, at);
+            let from = i as u64 * self.chunk;
+            let piece = self.chunk.min(self.len - from);
+            whole = if i == 0 {
+                crc
+            } else if piece == self.chunk {
+                appender.join(whole, crc)
+            } else {
+                join(whole, crc, piece)
+            };
+        }
+        whole
+    }
+
     /// Checks `data`, the bytes of the block from `start` (a chunk boundary) to the end
     /// of a chunk or of the block, whose stored length is `size`; `taken` is the CRC32C
     /// of `data` if the backend took it as the bytes arrived.
@@ -238,8 +260,23 @@ impl<'a> Record<'a> {
         }
         // The whole block in one pass when it matches (the common case, and faster
         // than a call per chunk); chunk by chunk to find what differs when it does not.
-        if start == 0 && end == size && taken.unwrap_or_else(|| crc32c(data)) == self.whole {
-            return Ok(());
+        // A whole read also checks that the chunk CRCs add up to the whole's: a record
+        // damaged in one chunk's CRC would otherwise pass here (and scrub, and copy)
+        // while ranges over that chunk fail.
+        let whole_read = start == 0 && end == size;
+        if whole_read && taken.unwrap_or_else(|| crc32c(data)) == self.whole {
+            if self.joined() == self.whole {
+                return Ok(());
+            }
+            return Err(corrupt(
+                op,
+                key,
+                format!(
+                    "its bytes match its whole checksum {:08x}, but its chunk checksums add up to {:08x}: the record is damaged",
+                    self.whole,
+                    self.joined()
+                ),
+            ));
         }
         let first = start / self.chunk;
         for (i, bytes) in data.chunks(self.chunk as usize).enumerate() {

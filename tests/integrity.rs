@@ -840,3 +840,36 @@ fn damage_the_filesystem_finds_first_is_corrupt_too() {
     }
     drop(mount);
 }
+
+/// A record whose chunk CRC is damaged while its whole-block CRC still matches the
+/// bytes: whole reads, `verify_block` (what scrub and copy use) and ranges over that
+/// chunk must all say `Corrupt`, or scrub passes a block that ranges refuse and a
+/// repair by copy skips it.
+#[test]
+fn a_damaged_chunk_checksum_is_corrupt_for_whole_reads_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(dir.path(), Checksums::Crc32c);
+    let data = pattern(65_535, 11);
+    store.write_block("c/chunk-0/block-0", &data).unwrap();
+    let path = dir.path().join("c/chunk-0/block-0");
+    let mut record = record_of(&path);
+    // The second chunk's CRC (records: a 24-byte header, then a CRC per chunk).
+    record[24 + 4 + 2] ^= 1;
+    set_record(&path, Some(&record));
+    for e in [
+        store.read_block("c/chunk-0/block-0").unwrap_err(),
+        store.verify_block("c/chunk-0/block-0").unwrap_err(),
+        store
+            .read_block_range("c/chunk-0/block-0", 9_000, 10)
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    }
+    // Chunks whose CRCs are intact still read.
+    assert_eq!(
+        store
+            .read_block_range("c/chunk-0/block-0", 100, 10)
+            .unwrap(),
+        data[100..110]
+    );
+}
