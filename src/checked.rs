@@ -156,23 +156,31 @@ impl<B: Backend> Checked<B> {
         offset: u64,
         length: u64,
     ) -> Result<(Vec<u8>, std::ops::Range<usize>)> {
-        let (sealed, _) = self.read_verified(Op::ReadRange, key, Some((offset, length)))?;
-        if offset >= sealed.size {
-            return Err(offset_past_end(key, offset, sealed.size));
-        }
-        let end = offset.saturating_add(length).min(sealed.size);
-        // The object may have changed between two requests of one read (S3): what came
-        // back must cover the range, or the read is retried by the caller.
-        if sealed.start > offset || end - sealed.start > sealed.data.len() as u64 {
-            return Err(crate::Error::new(ErrorKind::Backend, Op::ReadRange)
-                .with_key(key)
-                .with_retryable(true)
-                .with_detail(format!(
-                    "the backend read {} bytes from {}, which do not cover {offset}..{end}",
-                    sealed.data.len(),
-                    sealed.start
-                )));
-        }
+        // The object may change between two requests of one read (S3: a 416 reply,
+        // then a HEAD finds a new, longer version): what came back must cover the
+        // range. Read again, twice at most, before giving up with a retryable error.
+        let mut attempts = 0;
+        let (sealed, end) = loop {
+            attempts += 1;
+            let (sealed, _) = self.read_verified(Op::ReadRange, key, Some((offset, length)))?;
+            if offset >= sealed.size {
+                return Err(offset_past_end(key, offset, sealed.size));
+            }
+            let end = offset.saturating_add(length).min(sealed.size);
+            if sealed.start <= offset && end - sealed.start <= sealed.data.len() as u64 {
+                break (sealed, end);
+            }
+            if attempts == 3 {
+                return Err(crate::Error::new(ErrorKind::Backend, Op::ReadRange)
+                    .with_key(key)
+                    .with_retryable(true)
+                    .with_detail(format!(
+                        "the block changed while it was read: three reads returned bytes that do not cover {offset}..{end} (the last {} bytes from {})",
+                        sealed.data.len(),
+                        sealed.start
+                    )));
+            }
+        };
         let from = (offset - sealed.start) as usize;
         let to = (end - sealed.start) as usize;
         Ok((sealed.data, from..to))

@@ -325,14 +325,15 @@ fn small_block_ext4_gets_larger_chunks_and_full_blocks_write() {
 }
 
 /// A backend whose answer does not cover the range asked for (an S3 object replaced
-/// between the two requests of one read) gives a retryable error, never a panic or
-/// wrong bytes.
+/// between the two requests of one read) is asked again, twice at most; then the read
+/// gives a retryable error, never a panic or wrong bytes.
 #[test]
 fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
     use blockstore::backend::{Backend, Checked, Fields, Sealed};
     use blockstore::{Blocks, Result};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Shifting;
+    struct Shifting(AtomicUsize);
     impl Backend for Shifting {
         fn name(&self) -> &'static str {
             "shifting"
@@ -364,8 +365,20 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
         fn checksums(&self) -> Checksums {
             Checksums::Crc32c
         }
-        // Says its bytes start past the offset asked for, with no record.
-        fn read_sealed(&self, _: &str, _: Option<(u64, u64)>) -> Result<Sealed> {
+        // Says its bytes start past the offset asked for, with no record; the key
+        // "heals" is answered right on its second read.
+        fn read_sealed(&self, key: &str, _: Option<(u64, u64)>) -> Result<Sealed> {
+            let call = self.0.fetch_add(1, Ordering::SeqCst);
+            if key == "heals" && call % 2 == 1 {
+                return Ok(Sealed {
+                    data: vec![7; 10],
+                    start: 70_000,
+                    size: 4 << 20,
+                    record: None,
+                    remembered: false,
+                    crc32c: None,
+                });
+            }
             Ok(Sealed {
                 data: vec![0; 100],
                 start: 1_000_000,
@@ -376,16 +389,24 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
             })
         }
     }
-    let store = Checked::from_backend(Shifting);
-    for e in [
-        store.read_block_range("k", 70_000, 10).unwrap_err(),
-        store
-            .read_block_range_into("k", 70_000, &mut [0u8; 10])
-            .unwrap_err(),
-    ] {
+    let store = Checked::from_backend(Shifting(AtomicUsize::new(0)));
+    let calls = || store.backend().0.swap(0, Ordering::SeqCst);
+    let by_range = store.read_block_range("k", 70_000, 10).unwrap_err();
+    assert_eq!(calls(), 3);
+    let into = store
+        .read_block_range_into("k", 70_000, &mut [0u8; 10])
+        .unwrap_err();
+    assert_eq!(calls(), 3);
+    for e in [by_range, into] {
         assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
         assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("changed while it was read"), "{e}");
     }
+    assert_eq!(
+        store.read_block_range("heals", 70_000, 10).unwrap(),
+        [7; 10]
+    );
+    assert_eq!(calls(), 2);
 }
 
 /// `checksums = "require"`: a block without a record (written with checksums off, or
