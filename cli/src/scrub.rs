@@ -167,8 +167,8 @@ pub fn run(config: Option<&Path>, out: &Output, args: Args) -> Result<(), Failur
             String::new()
         };
         let line = format!(
-            "scrubbed {} blocks ({}) in {elapsed:.1} s: {} verified, {} corrupt{unverified}{}",
-            tally.verified + tally.unverified + tally.corrupt,
+            "scrubbed {} blocks ({} checked) in {elapsed:.1} s: {} verified, {} corrupt{unverified}{}",
+            tally.verified + tally.unverified + tally.corrupt + tally.failed,
             human_bytes(tally.bytes),
             tally.verified,
             tally.corrupt,

@@ -1093,7 +1093,12 @@ fn scrub_finds_exactly_the_damaged_blocks() {
     let text =
         String::from_utf8_lossy(&cli(&config).args(["scrub", "t/"]).output().unwrap().stdout)
             .into_owned();
-    assert!(text.contains("scrubbed 1 blocks (195.3 KiB)"), "{text}");
+    // Every block listed is counted, those that could not be read among them.
+    assert!(
+        text.contains("scrubbed 2 blocks (195.3 KiB checked)"),
+        "{text}"
+    );
+    assert!(text.contains("1 could not be read"), "{text}");
 }
 
 /// `copy` from a good store repairs a destination block that fails its checksums (it

@@ -175,7 +175,11 @@ pub(crate) async fn get_object(
             if body.len() != expected {
                 return Err(AttemptError::Invalid(format!(
                     "asked for {asked}, the reply's Content-Range promised {expected} bytes and its body held {}",
-                    body.len()
+                    if body.len() > expected {
+                        format!("more than {expected}")
+                    } else {
+                        body.len().to_string()
+                    }
                 )));
             }
             Ok(Got::Bytes(
