@@ -14,16 +14,12 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod workloads;
 
 use std::time::{Duration, Instant};
 
-use blockstore::{BlockStore, Checksums, FsConfig, FsStore, S3Store, BLOCK_SIZE};
-
-const MODES: [Checksums; 2] = [Checksums::Off, Checksums::Crc32c];
-
-fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
-}
+use blockstore::{BlockStore, Checksums, S3Store, BLOCK_SIZE};
+use workloads::checksums::{data, fs_stores, MODES};
 
 /// Runs `call(mode, i)` in pairs for `budget`, returning each pair's (off, on) times.
 fn pairs(budget: Duration, quick: bool, mut call: impl FnMut(usize, u64)) -> Vec<(f64, f64)> {
@@ -92,18 +88,6 @@ fn pick(groups: &[Vec<S3Store>; 2], mode: usize, i: u64) -> &S3Store {
     &groups[mode][(i % 3) as usize]
 }
 
-fn fs_stores(dir: &std::path::Path, fsync: bool) -> Vec<FsStore> {
-    MODES
-        .iter()
-        .map(|&mode| {
-            let mut config = FsConfig::new(dir.join(mode.as_str()));
-            config.fsync = fsync;
-            config.checksums = mode;
-            FsStore::open(config).unwrap()
-        })
-        .collect()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--test");
@@ -130,6 +114,7 @@ fn main() {
         let stores = fs_stores(dir.path(), fsync);
         let result = pairs(budget, quick, |mode, i| {
             stores[mode]
+                .1
                 .write_block(&format!("w/chunk-0/block-{}", i % 64), &block)
                 .unwrap()
         });
@@ -144,7 +129,7 @@ fn main() {
         "fs range 4 KiB page-aligned",
     ];
     if reads.iter().any(|n| wanted(n)) {
-        for store in &stores {
+        for (_, store) in &stores {
             for i in 0..16 {
                 let key = format!("r/chunk-0/block-{i}");
                 store.write_block(&key, &block).unwrap();
@@ -155,6 +140,7 @@ fn main() {
     if wanted(reads[0]) {
         let result = pairs(budget, quick, |mode, i| {
             stores[mode]
+                .1
                 .read_block(&format!("r/chunk-0/block-{}", i % 16))
                 .unwrap();
         });
@@ -173,6 +159,7 @@ fn main() {
                 x % (BLOCK_SIZE as u64 - 4096)
             };
             stores[mode]
+                .1
                 .read_block_range_into(&format!("r/chunk-0/block-{}", x % 16), offset, &mut buf)
                 .unwrap();
         });

@@ -12,16 +12,16 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod workloads;
 
-use blockstore::{BlockStore, Checksums, FsConfig, FsStore, S3Store, BLOCK_SIZE};
+use blockstore::{BlockStore, Checksums, S3Store, BLOCK_SIZE};
 use std::time::{Duration, Instant};
+use workloads::checksums::{data, fs_stores, MODES};
 
 use criterion::{
     criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, BenchmarkId, Criterion,
     Throughput,
 };
-
-const MODES: [Checksums; 2] = [Checksums::Off, Checksums::Crc32c];
 
 /// Times `call(mode, i)` for each mode, each timed call right after an untimed call of
 /// the other mode.
@@ -42,22 +42,6 @@ fn paired(group: &mut BenchmarkGroup<'_, WallTime>, mut call: impl FnMut(usize, 
             })
         });
     }
-}
-
-fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
-}
-
-fn fs_stores(dir: &std::path::Path, fsync: bool) -> Vec<(Checksums, FsStore)> {
-    MODES
-        .iter()
-        .map(|&mode| {
-            let mut config = FsConfig::new(dir.join(mode.as_str()));
-            config.fsync = fsync;
-            config.checksums = mode;
-            (mode, FsStore::open(config).unwrap())
-        })
-        .collect()
 }
 
 fn filesystem(c: &mut Criterion) {

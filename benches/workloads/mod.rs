@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod checksums;
+
 use std::time::Duration;
 
 use blockstore::{BlockStore, BLOCK_SIZE};
