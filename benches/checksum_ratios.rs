@@ -34,7 +34,7 @@ fn pairs(budget: Duration, quick: bool, mut call: impl FnMut(usize, u64)) -> Vec
     while out.is_empty() || (!quick && started.elapsed() < budget) {
         i += 1;
         let mut times = [0.0; 2];
-        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = if i.is_multiple_of(2) { [0, 1] } else { [1, 0] };
         for mode in order {
             let start = Instant::now();
             call(mode, i);

@@ -52,7 +52,7 @@ fn run(proxy: &Proxy, rate: f64, adaptive: bool, secs: u64) -> Outcome {
                     while !stop.load(Ordering::Relaxed) {
                         let call = Instant::now();
                         let key = format!("t{t}/b{}", i % 64);
-                        let result = if i % 2 == 0 {
+                        let result = if i.is_multiple_of(2) {
                             store.write_block(&key, &block)
                         } else {
                             store

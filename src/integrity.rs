@@ -193,7 +193,7 @@ impl<'a> Record<'a> {
             )));
         }
         let crcs = &record[HEADER..];
-        if crcs.len() % 4 != 0 || (crcs.len() / 4) as u64 != len.div_ceil(chunk) {
+        if !crcs.len().is_multiple_of(4) || (crcs.len() / 4) as u64 != len.div_ceil(chunk) {
             return Err(bad(&format!(
                 "has {} bytes of chunk checksums for {len} bytes",
                 crcs.len()
@@ -252,7 +252,7 @@ impl<'a> Record<'a> {
             return Ok(());
         }
         let end = start + data.len() as u64;
-        if start % self.chunk != 0 || (end % self.chunk != 0 && end != size) {
+        if !start.is_multiple_of(self.chunk) || (!end.is_multiple_of(self.chunk) && end != size) {
             return Err(Error::new(ErrorKind::Backend, op).with_key(key).with_detail(format!(
                 "the backend read bytes {start}..{end} of a block of {size}, not whole chunks of {}",
                 self.chunk

@@ -88,7 +88,7 @@ fn crash_child() {
         rng ^= rng << 17;
         let i = rng % KEYS;
         versions[i as usize] += 1;
-        let len = if rng % 16 == 0 {
+        let len = if rng.is_multiple_of(16) {
             1 << 20
         } else {
             (rng >> 20) as usize % 48_000

@@ -50,7 +50,7 @@ fn run(store: Arc<dyn BlockStore>, threads: usize, ops: usize) {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    let key = if rng % 2 == 0 {
+                    let key = if rng.is_multiple_of(2) {
                         format!("shared/{}", rng % 4)
                     } else {
                         format!("own/{t}/{}", rng % 5)
