@@ -266,6 +266,7 @@ pub struct Sealed {
     /// ([`Backend::reread_corrupt`]).
     pub remembered: bool,
     /// The CRC32C of all of `data`, when the backend took it as the bytes arrived (S3
-    /// whole reads): the check then compares it instead of a second pass.
+    /// whole reads, large filesystem whole reads): the check then compares it instead
+    /// of a second pass.
     pub crc32c: Option<u32>,
 }

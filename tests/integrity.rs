@@ -894,3 +894,64 @@ fn a_damaged_chunk_checksum_is_corrupt_for_whole_reads_too() {
         data[100..110]
     );
 }
+
+/// Blocks of 2 MiB and more are read in parts whose CRCs are taken while the rest is
+/// still read (by a helper thread where a CPU is free): damage in the first part, a
+/// middle one and the last, or a block cut or grown, is still `Corrupt` and named, in
+/// blocks of a whole number of parts and not, and clean blocks read back exact while
+/// damaged ones are read beside them.
+#[test]
+fn large_blocks_read_in_parts_still_find_damage_in_every_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(dir.path(), Checksums::Crc32c);
+    for len in [blockstore::BLOCK_SIZE, 3 * 1024 * 1024 + 5, 2 * 1024 * 1024] {
+        let data = pattern(len, 11);
+        let len = len as u64;
+        let damages = [
+            Damage::Flip(10),
+            Damage::Flip(len / 2 + 3),
+            Damage::Flip(len - 1),
+            Damage::Truncate(len - 600_000),
+            Damage::Truncate(len - 1),
+            Damage::Extend(9),
+        ];
+        let clean = format!("large/{len}/clean");
+        store.write_block(&clean, &data).unwrap();
+        for (i, damage) in damages.into_iter().enumerate() {
+            let key = format!("large/{len}/{i}");
+            store.write_block(&key, &data).unwrap();
+            assert!(store.read_block(&key).unwrap() == data, "{len}: {damage:?}");
+            damage.apply_on_disk(&dir.path().join(&key));
+            std::thread::scope(|scope| {
+                let reader = scope.spawn(|| {
+                    for _ in 0..20 {
+                        assert!(store.read_block(&clean).unwrap() == data, "{len}");
+                    }
+                });
+                for _ in 0..20 {
+                    let e = store.read_block(&key).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Corrupt, "{len}: {damage:?}: {e}");
+                    let text = e.to_string();
+                    match damage {
+                        Damage::Flip(at) => assert!(
+                            text.contains(&format!("chunk {} ", at / FS_CHUNK)),
+                            "{len}: {damage:?}: {text}"
+                        ),
+                        _ => assert!(text.contains("bytes long"), "{damage:?}: {text}"),
+                    }
+                }
+                reader.join().unwrap();
+            });
+            // Chunks away from a flipped byte still read (a cut or grown block is
+            // corrupt for every read: its length is not the one checksummed).
+            if let Damage::Flip(at) = damage {
+                let away = if at < len / 4 { len / 2 } else { 0 };
+                assert_eq!(
+                    store.read_block_range(&key, away, 4096).unwrap(),
+                    data[away as usize..away as usize + 4096],
+                    "{len}: {damage:?}"
+                );
+            }
+        }
+    }
+}

@@ -18,6 +18,7 @@ use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE
 
 use super::config::FsConfig;
 use super::durable::NewDirs;
+use super::overlap;
 use super::records::{Records, Stamp};
 use super::sys::{self, error, error_as, means_absent};
 use super::walk::{join, read_dir, Walk};
@@ -1204,8 +1205,13 @@ impl Backend for FsBackend {
             }
         };
         let mut data = Vec::with_capacity((end - start) as usize);
-        sys::pread_append(fd.as_fd(), &mut data, (end - start) as usize, start)
-            .map_err(|e| read_error(op, key, e, start, end))?;
+        let crc32c = if range.is_none() && record.is_some() {
+            // A large block's CRC is taken while it is read (`overlap`).
+            overlap::read_whole(fd.as_fd(), &mut data, (end - start) as usize)
+        } else {
+            sys::pread_append(fd.as_fd(), &mut data, (end - start) as usize, start).map(|_| None)
+        }
+        .map_err(|e| read_error(op, key, e, start, end))?;
         // Truncated since it was opened: what is there now is what was read.
         let size = if (data.len() as u64) < end - start {
             start + data.len() as u64
@@ -1221,7 +1227,7 @@ impl Backend for FsBackend {
             size,
             record,
             remembered: remembered.is_some(),
-            crc32c: None,
+            crc32c,
         })
     }
 

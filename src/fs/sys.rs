@@ -160,6 +160,26 @@ pub(crate) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Res
     Ok(done)
 }
 
+/// Fills `buf` from `offset` up to the end of the file; returns the bytes read, as the
+/// initialised start of `buf` (shorter than `buf` only at the end of the file).
+pub(crate) fn pread_into<'a>(
+    fd: BorrowedFd<'_>,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+    offset: u64,
+) -> Result<&'a [u8], Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(([], _)) => break,
+            Ok((filled, _)) => done += filled.len(),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // SAFETY: `pread` initialised `buf[..done]`, call after call with no gap.
+    Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), done) })
+}
+
 /// Appends up to `want` bytes read at `offset` to `out` (whose spare capacity must hold
 /// them), without zero-filling first; returns the count.
 pub(crate) fn pread_append(

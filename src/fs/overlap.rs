@@ -1,0 +1,440 @@
+//! Whole reads of large blocks with their CRC32C taken on a second thread while the
+//! rest of the block is still being read.
+//!
+//! A checked 4 MiB read costs the copy out of the page cache plus a CRC32C pass over
+//! the copy; one after the other, the check adds 40–50 % to the read on a CPU whose
+//! CRC is slower than its copy. Read in 1 MiB parts instead: each part read is offered
+//! to a helper thread, which takes its CRC while the caller reads the next, so that
+//! only the last part's check follows the reading. The CPU time is the same.
+//!
+//! The helper is one thread per process, started on first use (again in a forked
+//! child, which inherits no threads). It is never waited for in line: when the
+//! reading is done the caller claims every part the helper has not started and
+//! checks it itself, so a busy helper (another read's parts, a stalled CPU) costs at
+//! most the one part it is working on. Where no thread can be started, or the
+//! machine has one CPU, the caller checks every part.
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+use rustix::io::Errno;
+
+use crate::crc::{crc32c, join, Appender};
+
+/// Bytes read per call, and checked per step.
+const PART: usize = 1 << 19;
+
+/// Blocks this large and larger are read in parts.
+pub(super) const FROM: u64 = 2 * PART as u64;
+
+/// The most parts a block has.
+const MOST: usize = crate::BLOCK_SIZE.div_ceil(PART);
+
+/// A part's state: offered, being checked by the helper, or checked.
+const OFFERED: u8 = 0;
+const TAKEN: u8 = 1;
+const DONE: u8 = 2;
+
+/// The parts of one read, shared with the helper.
+struct Parts {
+    /// Where each offered part starts and how long it is; set before it is offered.
+    start: [AtomicUsize; MOST],
+    len: [AtomicUsize; MOST],
+    state: [AtomicU8; MOST],
+    crc: [AtomicU32; MOST],
+    /// Signalled when the helper finishes a part.
+    done: Mutex<()>,
+    finished: Condvar,
+}
+
+impl Parts {
+    /// Part `index`'s bytes.
+    ///
+    /// # Safety
+    /// Only while the part is claimed (by the helper, `TAKEN`, or by the caller) and
+    /// the caller has not returned: [`Claim`] makes the caller wait for every part the
+    /// helper claimed before it gives its buffer back.
+    unsafe fn bytes(&self, index: usize) -> &[u8] {
+        let start = self.start[index].load(Ordering::Acquire) as *const u8;
+        let len = self.len[index].load(Ordering::Acquire);
+        // SAFETY: as this function's contract says; the bytes were initialised by the
+        // read before the part was offered.
+        unsafe { std::slice::from_raw_parts(start, len) }
+    }
+}
+
+/// A part offered to the helper: its read's parts, which one, and whether another
+/// part of the same read will follow.
+struct Offer(Arc<Parts>, usize, bool);
+
+/// Reads `want` bytes from the start of `fd` into `out` (empty, with room for them)
+/// and returns their CRC32C when every byte arrived; `None` when the file was shorter
+/// (truncated since it was opened: `out` holds what was there) or the block is read
+/// in one call (small, one CPU, no helper), so the caller's check computes it.
+pub(super) fn read_whole(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    want: usize,
+) -> Result<Option<u32>, Errno> {
+    debug_assert!(out.is_empty() && out.capacity() >= want);
+    let large = (FROM..=crate::BLOCK_SIZE as u64).contains(&(want as u64));
+    let alone = large.then(Alone::enter);
+    let helper = match alone {
+        Some(Alone(true)) => helper(),
+        _ => None,
+    };
+    let Some(helper) = helper else {
+        super::sys::pread_append(fd, out, want, 0)?;
+        return Ok(None);
+    };
+    let spare = &mut out.spare_capacity_mut()[..want];
+    let mut claim = Claim::new(want.div_ceil(PART));
+    let mut read = 0;
+    let mut last: &[u8] = &[];
+    let mut complete = true;
+    for part in spare.chunks_mut(PART) {
+        let room = part.len();
+        let filled = super::sys::pread_into(fd, part, read as u64)?;
+        read += filled.len();
+        if !last.is_empty() {
+            claim.offer(&helper, last);
+        }
+        last = filled;
+        if last.len() < room {
+            complete = false;
+            break;
+        }
+    }
+    let own = complete.then(|| crc32c(last));
+    let last_len = last.len() as u64;
+    let before = claim.finish();
+    // SAFETY: `pread_into` initialised the first `read` bytes of the spare capacity,
+    // part after part with no gap (the loop stops at the first short part).
+    unsafe { out.set_len(read) };
+    Ok(match (own, before) {
+        (None, _) => None,
+        (Some(own), None) => Some(own),
+        (Some(own), Some(before)) if last_len == PART as u64 => {
+            Some(Appender::for_len(last_len).join(before, own))
+        }
+        (Some(own), Some(before)) => Some(join(before, own, last_len)),
+    })
+}
+
+/// The parts one read has offered. Settling them (in [`Claim::finish`], or when it is
+/// dropped on any other way out, errors and panics included) waits for each part the
+/// helper has started, so it never reads a buffer that has been given back.
+struct Claim {
+    parts: Arc<Parts>,
+    total: usize,
+    offered: usize,
+}
+
+impl Claim {
+    /// For a read of `parts` parts (all but the last are offered).
+    fn new(parts: usize) -> Claim {
+        Claim {
+            total: parts,
+            parts: Arc::new(Parts {
+                start: [const { AtomicUsize::new(0) }; MOST],
+                len: [const { AtomicUsize::new(0) }; MOST],
+                state: [const { AtomicU8::new(OFFERED) }; MOST],
+                crc: [const { AtomicU32::new(0) }; MOST],
+                done: Mutex::new(()),
+                finished: Condvar::new(),
+            }),
+            offered: 0,
+        }
+    }
+
+    /// Offers `part`, the next part of the block, to the helper.
+    fn offer(&mut self, helper: &Sender<Offer>, part: &[u8]) {
+        let index = self.offered;
+        self.parts.start[index].store(part.as_ptr() as usize, Ordering::Release);
+        self.parts.len[index].store(part.len(), Ordering::Release);
+        self.offered += 1;
+        // A helper that is gone leaves the part to `finish`.
+        let more = index + 2 < self.total;
+        let _ = helper.send(Offer(self.parts.clone(), index, more));
+    }
+
+    /// The CRC of every offered part, in order, joined.
+    fn finish(mut self) -> Option<u32> {
+        let mut whole = None;
+        for index in 0..self.offered {
+            let crc = self.settle(index);
+            whole = Some(match whole {
+                None => crc,
+                Some(before) => Appender::for_len(PART as u64).join(before, crc),
+            });
+        }
+        self.offered = 0;
+        whole
+    }
+
+    /// Part `index`'s CRC: taken here if the helper has not started it, else waited for.
+    fn settle(&self, index: usize) -> u32 {
+        self.take_back(index, true)
+    }
+
+    /// Takes part `index` back from the helper, waiting if it has started on it; its
+    /// CRC when `wanted` (else 0).
+    fn take_back(&self, index: usize, wanted: bool) -> u32 {
+        let parts = &self.parts;
+        let claimed =
+            parts.state[index].compare_exchange(OFFERED, DONE, Ordering::AcqRel, Ordering::Acquire);
+        if claimed.is_ok() {
+            // SAFETY: claimed here, within the call whose buffer holds it.
+            return if wanted {
+                crc32c(unsafe { parts.bytes(index) })
+            } else {
+                0
+            };
+        }
+        // The helper is at most one part's check away: wait awake for that long.
+        let until = Instant::now() + AWAKE;
+        while parts.state[index].load(Ordering::Acquire) != DONE && Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        let mut guard = parts.done.lock();
+        while parts.state[index].load(Ordering::Acquire) != DONE {
+            parts.finished.wait(&mut guard);
+        }
+        parts.crc[index].load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        for index in 0..self.offered {
+            self.take_back(index, false);
+        }
+    }
+}
+
+/// The helper's loop: checks each offered part nobody has claimed yet. While a read
+/// has more parts to offer it stays awake for [`AWAKE`] (the next part is due about
+/// then); otherwise it sleeps until the next offer.
+fn check(offers: Receiver<Offer>) {
+    let mut more = false;
+    while let Some(Offer(parts, index, next_coming)) = next(&offers, more) {
+        more = next_coming;
+        let claimed = parts.state[index].compare_exchange(
+            OFFERED,
+            TAKEN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if claimed.is_err() {
+            // The reader took it back.
+            continue;
+        }
+        // SAFETY: claimed (`TAKEN`): the reader waits for `DONE` before returning.
+        let crc = crc32c(unsafe { parts.bytes(index) });
+        parts.crc[index].store(crc, Ordering::Release);
+        let _guard = parts.done.lock();
+        parts.state[index].store(DONE, Ordering::Release);
+        parts.finished.notify_all();
+    }
+}
+
+/// How long a thread stays awake waiting for the other. Waking a sleeping thread
+/// costs both sides a system call and, on a virtual machine, a trip through the
+/// hypervisor (tens of microseconds each, measured), so each part's hand-over would
+/// cost about what checking it does.
+const AWAKE: Duration = Duration::from_micros(150);
+
+/// The next offer: polled for [`AWAKE`] when one is `due`, then waited for; `None`
+/// when no reader can send any more (never, for the process's helper).
+fn next(offers: &Receiver<Offer>, due: bool) -> Option<Offer> {
+    let until = Instant::now() + if due { AWAKE } else { Duration::ZERO };
+    loop {
+        match offers.try_recv() {
+            Ok(offer) => return Some(offer),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if Instant::now() < until => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return offers.recv().ok(),
+        }
+    }
+}
+
+/// The process's helper, started on first use and again in a forked child (the pid
+/// changed); `None` on one CPU, when no thread can be started, or when another thread
+/// is starting it right now (that read checks its own parts).
+fn helper() -> Option<Sender<Offer>> {
+    static HELPER: Mutex<Option<(u32, Sender<Offer>)>> = parking_lot::const_mutex(None);
+    if !several_cpus() {
+        return None;
+    }
+    let pid = std::process::id();
+    // Never blocks: a child forked while another thread held this lock would wait
+    // for ever.
+    let mut slot = HELPER.try_lock()?;
+    if let Some((owner, offers)) = &*slot {
+        if *owner == pid {
+            return Some(offers.clone());
+        }
+    }
+    let (offers, taken) = crossbeam_channel::unbounded();
+    thread::Builder::new()
+        .name("blockstore-check".into())
+        .spawn(move || check(taken))
+        .ok()?;
+    *slot = Some((pid, offers.clone()));
+    Some(offers)
+}
+
+/// Whether this process may run on more than one CPU.
+fn several_cpus() -> bool {
+    cpus() > 1
+}
+
+/// The CPUs this process may run on (asked once: the answer reads cgroup files).
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Large whole reads in progress in this process: the process id in the high 32 bits
+/// (a forked child starts from nought, not from its parent's reads), the count in the
+/// low. The helper only pays when a CPU is free for it: with a read in progress per
+/// CPU (a pool at work), a helper descheduled while it checks a part would hold up
+/// the read that waits for that part, so each read checks its own parts instead.
+static READING: AtomicU64 = AtomicU64::new(0);
+
+/// One large whole read counted in [`READING`]; `.0` when a CPU is left for the helper.
+struct Alone(bool);
+
+impl Alone {
+    fn enter() -> Alone {
+        let pid = u64::from(std::process::id()) << 32;
+        let mut now = READING.load(Ordering::Acquire);
+        loop {
+            let count = if now >> 32 << 32 == pid {
+                now as u32
+            } else {
+                0
+            };
+            let next = pid | u64::from(count + 1);
+            match READING.compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Alone((count as usize) + 1 < cpus()),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        let pid = u64::from(std::process::id()) << 32;
+        let _ = READING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now >> 32 << 32 == pid && now as u32 > 0).then(|| now - 1)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    fn file_with(data: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(data).expect("write");
+        file
+    }
+
+    fn block(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + seed + i / 4099) as u8).collect()
+    }
+
+    #[test]
+    fn a_large_block_is_read_whole_with_its_crc() {
+        for len in [FROM as usize, 3 * PART + 5, 4 * PART] {
+            let data = block(len, 1);
+            let file = file_with(&data);
+            let mut out = Vec::with_capacity(len);
+            let crc = read_whole(file.as_fd(), &mut out, len).expect("read");
+            assert!(out == data, "{len} bytes read back differ");
+            if several_cpus() {
+                assert_eq!(crc, Some(crc32c(&data)), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_shorter_than_asked_gives_what_is_there_and_no_crc() {
+        let data = vec![9u8; PART + 100];
+        let file = file_with(&data);
+        let mut out = Vec::with_capacity(4 * PART);
+        let crc = read_whole(file.as_fd(), &mut out, 4 * PART).expect("read");
+        assert_eq!(out.len(), data.len());
+        assert_eq!(crc, None);
+    }
+
+    #[test]
+    fn a_forked_child_reads_without_its_parents_helper() {
+        // The parent's helper is running; the child inherits its channel but not the
+        // thread. A read in the child must neither hang nor take a wrong CRC. (It
+        // starts a helper of its own, unless another thread of this test binary held
+        // the helper's lock at the fork: then it checks every part itself.)
+        let data = block(4 * PART, 3);
+        let file = file_with(&data);
+        let mut out = Vec::with_capacity(data.len());
+        read_whole(file.as_fd(), &mut out, data.len()).expect("read in the parent");
+        // SAFETY: the child only reads, checks and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: as above; the alarm turns a hang into a failure.
+            unsafe { libc::alarm(20) };
+            let mut right = true;
+            for _ in 0..10 {
+                let mut out = Vec::with_capacity(data.len());
+                let crc = read_whole(file.as_fd(), &mut out, data.len());
+                right &= match crc {
+                    Ok(Some(crc)) => crc == crc32c(&data),
+                    Ok(None) => true,
+                    Err(_) => false,
+                } && out == data;
+            }
+            // SAFETY: leaves the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if right { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child's reads hung or were wrong (status {status:#x})"
+        );
+    }
+
+    #[test]
+    fn many_readers_share_the_helper_and_each_gets_its_own_crc() {
+        // Eight threads at once: most find the helper busy with another read's parts
+        // and check theirs themselves; every answer must still be its own block's.
+        let blocks: Vec<Vec<u8>> = (0..8).map(|seed| block(4 * PART, seed)).collect();
+        thread::scope(|scope| {
+            for data in &blocks {
+                scope.spawn(move || {
+                    let file = file_with(data);
+                    for _ in 0..20 {
+                        let mut out = Vec::with_capacity(data.len());
+                        let crc = read_whole(file.as_fd(), &mut out, data.len()).expect("read");
+                        assert!(out == *data);
+                        if let Some(crc) = crc {
+                            assert_eq!(crc, crc32c(data));
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
