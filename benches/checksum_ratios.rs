@@ -5,8 +5,9 @@
 //! alike. Printed per case: the median time of each mode, and the median over pairs of
 //! off / on (1.00 = free) with a 95 % bootstrap interval.
 //!
-//! Cases: filesystem 4 MiB writes (fsync on, off), 4 MiB reads from the page cache,
-//! 4 KiB range reads at random and at page-aligned offsets; S3 4 MiB PUT and GET on
+//! Cases: filesystem 4 MiB writes (fsync on, off), 4 MiB reads from the page cache
+//! (one at a time, and two threads at once), 4 KiB range reads at random and at
+//! page-aligned offsets; S3 4 MiB PUT and GET on
 //! the server `BLOCKSTORE_S3_ENDPOINT` names (e.g. RGW; else moto), and a control:
 //! GETs by two groups of stores both "off", whose ratio should be 1.00.
 //! `cargo bench --bench checksum_ratios [-- FILTER]`; `BLOCKSTORE_RATIO_SECS` sets
@@ -127,6 +128,7 @@ fn main() {
         "fs read 4 MiB",
         "fs range 4 KiB",
         "fs range 4 KiB page-aligned",
+        "fs read 4 MiB, 2 threads x 8",
     ];
     if reads.iter().any(|n| wanted(n)) {
         for (_, store) in &stores {
@@ -145,6 +147,26 @@ fn main() {
                 .unwrap();
         });
         report(reads[0], &result);
+    }
+    if wanted(reads[3]) {
+        // Two threads read eight blocks each at once: with a read in progress per CPU
+        // the large-read helper stays out, so this shows what checking costs a busy
+        // machine (and that the helper does not make it worse).
+        let result = pairs(budget, quick, |mode, i| {
+            std::thread::scope(|scope| {
+                for t in 0..2 {
+                    let store = &stores[mode].1;
+                    scope.spawn(move || {
+                        for j in 0..8 {
+                            store
+                                .read_block(&format!("r/chunk-0/block-{}", (i + t * 8 + j) % 16))
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+        });
+        report(reads[3], &result);
     }
     for (name, aligned) in [(reads[1], false), (reads[2], true)] {
         if !wanted(name) {
