@@ -187,6 +187,19 @@ pub trait Backend: Send + Sync + 'static {
         self.write(key, data)
     }
 
+    /// Stores `data` under `key` with checksums of chunks of `chunk` bytes. The
+    /// default takes them all first, then calls [`Backend::write_sealed`]; a backend
+    /// that can take each part's checksums just before it writes that part (while the
+    /// CPU's caches still hold it, so that memory is read once) does so here.
+    fn write_chunked(&self, key: &str, data: &[u8], chunk: u64) -> Result<()> {
+        let sums = crate::integrity::Sums::of(data, chunk);
+        let seal = Seal {
+            record: sums.encode(),
+            crc32c: sums.whole(),
+        };
+        self.write_sealed(key, data, &seal)
+    }
+
     /// Reads the whole block (`range` `None`) or at least the bytes of
     /// `range = (offset, length)`, with the checksum record stored with it. When there
     /// is a record, the data must cover whole chunks of the record's chunk size

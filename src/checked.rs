@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use crate::backend::{Backend, Fields, Seal, Sealed};
+use crate::backend::{Backend, Fields, Sealed};
 use crate::error::{ErrorKind, Result};
 use crate::gate::Gate;
 use crate::instrument::{bytes_of, Instruments};
-use crate::integrity::{Checksums, Integrity, Record, Sums};
+use crate::integrity::{Checksums, Integrity, Record};
 use crate::key::{check_key, check_prefix, MAX_KEY_LEN};
 use crate::op::Op;
 use crate::store::{
@@ -91,12 +91,8 @@ impl<B: Backend> Checked<B> {
 
     /// Writes `data` with its checksums.
     fn write_sealed(&self, key: &str, data: &[u8]) -> Result<()> {
-        let sums = Sums::of(data, self.backend.checksum_chunk());
-        let seal = Seal {
-            record: sums.encode(),
-            crc32c: sums.whole(),
-        };
-        self.backend.write_sealed(key, data, &seal)
+        self.backend
+            .write_chunked(key, data, self.backend.checksum_chunk())
     }
 
     /// Reads the block or the chunks around `range` with its checksum record and checks

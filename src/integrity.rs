@@ -110,27 +110,9 @@ pub(crate) struct Sums {
 impl Sums {
     /// The checksums of `data` in chunks of `chunk` bytes.
     pub(crate) fn of(data: &[u8], chunk: u64) -> Sums {
-        // One pass: the whole block's CRC is joined from its chunks'.
-        let appender = Appender::for_len(chunk);
-        let mut whole = 0;
-        let mut chunks = Vec::with_capacity(data.len().div_ceil(chunk as usize));
-        for piece in data.chunks(chunk as usize) {
-            let crc = crc32c(piece);
-            whole = if chunks.is_empty() {
-                crc
-            } else if piece.len() as u64 == appender.len() {
-                appender.join(whole, crc)
-            } else {
-                join(whole, crc, piece.len() as u64)
-            };
-            chunks.push(crc);
-        }
-        Sums {
-            chunk,
-            len: data.len() as u64,
-            whole,
-            chunks,
-        }
+        let mut sums = Summing::new(chunk, data.len());
+        sums.add(data);
+        sums.finish()
     }
 
     /// The CRC32C of the whole block (S3's `x-amz-checksum-crc32c`).
@@ -150,6 +132,59 @@ impl Sums {
             out.extend_from_slice(&crc.to_le_bytes());
         }
         out
+    }
+}
+
+/// The checksums of a block taken part by part, in order, as the parts are written.
+pub(crate) struct Summing {
+    chunk: u64,
+    len: u64,
+    appender: std::borrow::Cow<'static, Appender>,
+    whole: u32,
+    chunks: Vec<u32>,
+}
+
+impl Summing {
+    /// For a block of `len` bytes in chunks of `chunk` bytes.
+    pub(crate) fn new(chunk: u64, len: usize) -> Summing {
+        Summing {
+            chunk,
+            len: 0,
+            appender: Appender::for_len(chunk),
+            whole: 0,
+            chunks: Vec::with_capacity(len.div_ceil(chunk as usize)),
+        }
+    }
+
+    /// Takes in the next `part`: whole chunks, but for the block's last part. One
+    /// pass: the whole block's CRC is joined from its chunks'.
+    pub(crate) fn add(&mut self, part: &[u8]) {
+        debug_assert!(
+            self.len.is_multiple_of(self.chunk),
+            "a part after a short chunk"
+        );
+        for piece in part.chunks(self.chunk as usize) {
+            let crc = crc32c(piece);
+            self.whole = if self.chunks.is_empty() {
+                crc
+            } else if piece.len() as u64 == self.appender.len() {
+                self.appender.join(self.whole, crc)
+            } else {
+                join(self.whole, crc, piece.len() as u64)
+            };
+            self.chunks.push(crc);
+            self.len += piece.len() as u64;
+        }
+    }
+
+    /// The checksums of everything taken in.
+    pub(crate) fn finish(self) -> Sums {
+        Sums {
+            chunk: self.chunk,
+            len: self.len,
+            whole: self.whole,
+            chunks: self.chunks,
+        }
     }
 }
 
@@ -377,6 +412,26 @@ mod tests {
         ) {
             let sums = Sums::of(&data, 1 << shift);
             proptest::prop_assert_eq!(sums.whole(), crc32c(&data));
+        }
+    }
+
+    #[test]
+    fn sums_taken_part_by_part_are_the_sums_of_the_whole() {
+        // As the filesystem takes them while it writes: parts of whole chunks, the
+        // last one short, or a single part.
+        for (len, chunk, part) in [
+            (crate::BLOCK_SIZE, 8192, 512 * 1024),
+            (3 * 1024 * 1024 + 5, 8192, 512 * 1024),
+            (200_005, 32_768, 65_536),
+            (100, 8192, 512 * 1024),
+            (0, 8192, 512 * 1024),
+        ] {
+            let data = block(len);
+            let mut summing = Summing::new(chunk, len);
+            for piece in data.chunks(part) {
+                summing.add(piece);
+            }
+            assert_eq!(summing.finish(), Sums::of(&data, chunk), "{len} in {part}");
         }
     }
 

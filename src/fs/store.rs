@@ -13,8 +13,10 @@ use crate::backend::{record_chunk, widen, Backend, Fields, Seal, Sealed};
 use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
 use crate::integrity::Checksums;
+use crate::integrity::Summing;
 use crate::op::Op;
 use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE};
+use std::cell::OnceCell;
 
 use super::config::FsConfig;
 use super::durable::NewDirs;
@@ -500,7 +502,12 @@ impl FsBackend {
     }
 
     /// A write, starting over when the area or the block's directory vanished under it.
-    fn write_with_retries(&self, key: &str, data: &[u8], record: Option<&[u8]>) -> Result<()> {
+    fn write_with_retries(
+        &self,
+        key: &str,
+        data: &[u8],
+        record: Option<&Sealing<'_>>,
+    ) -> Result<()> {
         let mut work = self.work(Op::Write, key)?;
         if self.mounts_below.load(Ordering::Relaxed) && self.on_other_mount(key, &work) {
             // No point writing the block into the area: it cannot be renamed from there.
@@ -555,7 +562,7 @@ impl FsBackend {
         temp: Option<&str>,
         key: &str,
         data: &[u8],
-        record: Option<&[u8]>,
+        record: Option<&Sealing<'_>>,
     ) -> Result<(), Retry> {
         let mut created = Vec::new();
         let result = self.install_into(work, temp, key, data, record, &mut created);
@@ -573,7 +580,7 @@ impl FsBackend {
         temp: Option<&str>,
         key: &str,
         data: &[u8],
-        record: Option<&[u8]>,
+        record: Option<&Sealing<'_>>,
         created: &mut Vec<String>,
     ) -> Result<(), Retry> {
         let (parent_rel, leaf) = sys::split_parent(key);
@@ -645,7 +652,7 @@ impl FsBackend {
         parent: &OwnedFd,
         leaf: &str,
         data: &[u8],
-        record: Option<&[u8]>,
+        record: Option<&Sealing<'_>>,
     ) -> Result<(), Retry> {
         let mut name = BESIDE.to_vec();
         name.extend_from_slice(format!("{}-{}", work.id(), work.next_number()).as_bytes());
@@ -848,7 +855,7 @@ impl FsBackend {
     }
 
     /// A write, with the checksum record when there is one.
-    fn write_checked(&self, key: &str, data: &[u8], record: Option<&[u8]>) -> Result<()> {
+    fn write_checked(&self, key: &str, data: &[u8], record: Option<&Sealing<'_>>) -> Result<()> {
         self.write_with_retries(key, data, record).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 // A directory vanished under the write however often it started over.
@@ -1103,16 +1110,54 @@ fn record_room(work: &WorkDir) -> Room {
     room
 }
 
+/// The checksum record a write stores: given, or taken as the data is first written
+/// (then kept for the write's retries).
+pub(super) enum Sealing<'a> {
+    Given(&'a [u8]),
+    Taken {
+        chunk: u64,
+        record: OnceCell<Vec<u8>>,
+    },
+}
+
+impl Sealing<'_> {
+    /// The record, once there is one.
+    fn record(&self) -> Option<&[u8]> {
+        match self {
+            Sealing::Given(record) => Some(record),
+            Sealing::Taken { record, .. } => record.get().map(Vec::as_slice),
+        }
+    }
+}
+
+/// Bytes written per `write` call when the checksums are taken on the way (a multiple
+/// of every chunk up to it; a larger chunk is its own part).
+const WRITE_PART: u64 = 512 * 1024;
+
 /// Writes `data`, then the checksum record, to a new file and (with `fsync`) makes both
 /// durable: a record is file metadata, which `fdatasync` may leave behind.
 fn fill(
     file: BorrowedFd<'_>,
     data: &[u8],
-    record: Option<&[u8]>,
+    record: Option<&Sealing<'_>>,
     fsync: bool,
 ) -> std::result::Result<(), Errno> {
-    sys::write_all(file, data)?;
-    if let Some(record) = record {
+    match record {
+        Some(Sealing::Taken { chunk, record }) if record.get().is_none() => {
+            // Each part's checksums just before the part is written: the kernel then
+            // copies bytes the CPU's caches still hold (checksums first, then one
+            // `write`, read 4 MiB from memory twice: 0.90 of an unchecked write).
+            let mut sums = Summing::new(*chunk, data.len());
+            let part = (*chunk).max(WRITE_PART) as usize;
+            for part in data.chunks(part) {
+                sums.add(part);
+                sys::write_all(file, part)?;
+            }
+            let _ = record.set(sums.finish().encode());
+        }
+        _ => sys::write_all(file, data)?,
+    }
+    if let Some(record) = record.and_then(Sealing::record) {
         rustix::fs::fsetxattr(file, SUMS_XATTR, record, rustix::fs::XattrFlags::empty())?;
     }
     match (fsync, record) {
@@ -1158,7 +1203,15 @@ impl Backend for FsBackend {
     }
 
     fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
-        self.write_checked(key, data, Some(seal.record()))
+        self.write_checked(key, data, Some(&Sealing::Given(seal.record())))
+    }
+
+    fn write_chunked(&self, key: &str, data: &[u8], chunk: u64) -> Result<()> {
+        let sealing = Sealing::Taken {
+            chunk,
+            record: OnceCell::new(),
+        };
+        self.write_checked(key, data, Some(&sealing))
     }
 
     fn read_sealed(&self, key: &str, range: Option<(u64, u64)>) -> Result<Sealed> {
