@@ -276,9 +276,12 @@ fn an_imds_that_never_answers_fails_within_the_time_limit() {
             child_store(CredentialSource::Chain, |c| c.request_timeout_secs = 2);
         let started = Instant::now();
         let e = store.health_check().unwrap_err();
-        // The metadata sources have six seconds, all their requests together.
+        // The metadata sources have six seconds, all their requests together (about
+        // three here when the machine is quiet); a store that waited for the silent
+        // service would take its 60. The bound leaves room for a loaded CI machine,
+        // where one run took 8.6 s.
         assert!(
-            started.elapsed() < Duration::from_secs(8),
+            started.elapsed() < Duration::from_secs(15),
             "{:?}",
             started.elapsed()
         );
