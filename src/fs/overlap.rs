@@ -122,9 +122,6 @@ pub(super) fn read_whole(
     Ok(match (own, before) {
         (None, _) => None,
         (Some(own), None) => Some(own),
-        (Some(own), Some(before)) if last_len == PART as u64 => {
-            Some(Appender::for_len(last_len).join(before, own))
-        }
         (Some(own), Some(before)) => Some(join(before, own, last_len)),
     })
 }
@@ -170,7 +167,7 @@ impl Claim {
     fn finish(mut self) -> Option<u32> {
         let mut whole = None;
         for index in 0..self.offered {
-            let crc = self.settle(index);
+            let crc = self.take_back(index, true);
             whole = Some(match whole {
                 None => crc,
                 Some(before) => Appender::for_len(PART as u64).join(before, crc),
@@ -180,13 +177,8 @@ impl Claim {
         whole
     }
 
-    /// Part `index`'s CRC: taken here if the helper has not started it, else waited for.
-    fn settle(&self, index: usize) -> u32 {
-        self.take_back(index, true)
-    }
-
     /// Takes part `index` back from the helper, waiting if it has started on it; its
-    /// CRC when `wanted` (else 0).
+    /// CRC when `wanted` (taken here if the helper has not started it, else 0).
     fn take_back(&self, index: usize, wanted: bool) -> u32 {
         let parts = &self.parts;
         let claimed =

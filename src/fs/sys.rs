@@ -148,16 +148,13 @@ pub(crate) fn is_regular(st: &Stat) -> bool {
 
 /// Reads at `offset` until `buf` is full or the file ends; returns the count.
 pub(crate) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
+    let len = buf.len();
+    // SAFETY: the same memory seen as possibly uninitialised; `pread` only ever writes
+    // initialised bytes into it, so it stays initialised.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), len)
+    };
+    pread_into(fd, buf, offset).map(<[u8]>::len)
 }
 
 /// Fills `buf` from `offset` up to the end of the file; returns the bytes read, as the
@@ -188,25 +185,11 @@ pub(crate) fn pread_append(
     want: usize,
     offset: u64,
 ) -> Result<usize, Errno> {
-    let start = out.len();
-    let goal = start + want;
-    debug_assert!(out.capacity() >= goal);
-    while out.len() < goal {
-        let done = out.len() - start;
-        let remaining = goal - out.len();
-        let spare = &mut out.spare_capacity_mut()[..remaining];
-        match rustix::io::pread(fd, spare, offset + done as u64) {
-            Ok(([], _)) => break,
-            Ok((filled, _)) => {
-                let n = filled.len();
-                // SAFETY: `pread` initialised the first `n` bytes of the spare capacity.
-                unsafe { out.set_len(out.len() + n) };
-            }
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out.len() - start)
+    debug_assert!(out.capacity() - out.len() >= want);
+    let n = pread_into(fd, &mut out.spare_capacity_mut()[..want], offset)?.len();
+    // SAFETY: `pread_into` initialised the first `n` bytes of the spare capacity.
+    unsafe { out.set_len(out.len() + n) };
+    Ok(n)
 }
 
 /// Writes all of `data` to a new file.
