@@ -278,13 +278,10 @@ fn damage_is_found_on_every_filesystem() {
     drop(mounts);
 }
 
-/// ext4 keeps a file's attributes in one block: with 1 KiB blocks the 8 KiB chunks'
-/// record (2,072 bytes) does not fit, so the store picks larger chunks at open and
-/// full-size blocks still write and verify.
-#[test]
-fn small_block_ext4_gets_larger_chunks_and_full_blocks_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("ext4-1k.img");
+/// A 300 MiB ext4 with 1 KiB blocks (the room for a file's attributes is one such
+/// block), loop-mounted at `at`; `None` (explained) where mounts cannot be made.
+fn ext4_1k(dir: &std::path::Path, at: &std::path::Path) -> Option<support::Mount> {
+    let image = dir.join("ext4-1k.img");
     std::fs::File::create(&image)
         .unwrap()
         .set_len(300 << 20)
@@ -297,13 +294,105 @@ fn small_block_ext4_gets_larger_chunks_and_full_blocks_write() {
         Ok(s) if s.success() => Ok(()),
         other => Err(format!("mkfs.ext4 -b 1024 failed: {other:?}")),
     };
-    let mount = made.and_then(|()| {
-        support::Mount::new(
-            &dir.path().join("mnt"),
-            &["-o", "loop", image.to_str().unwrap()],
-        )
-    });
-    let Some(mount) = support::mount_or_explain(mount, "ext4 with 1 KiB blocks") else {
+    let mount =
+        made.and_then(|()| support::Mount::new(at, &["-o", "loop", image.to_str().unwrap()]));
+    support::mount_or_explain(mount, "ext4 with 1 KiB blocks")
+}
+
+/// Writes a 4 MiB block at `key` and checks that it verifies and that damage in its
+/// fourth 32 KiB chunk is found there: the record fits ext4 with 1 KiB blocks.
+fn full_block_fits(store: &FsStore, key: &str, file: &std::path::Path) {
+    let data = pattern(blockstore::BLOCK_SIZE, 31);
+    store.write_block(key, &data).unwrap();
+    assert_eq!(store.verify_block(key).unwrap(), Integrity::Verified);
+    assert_eq!(store.read_block(key).unwrap(), data);
+    Damage::Flip(100_000).apply_on_disk(file);
+    let e = store.read_block(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(
+        e.to_string().contains("chunk 3 (bytes 98304..131072)"),
+        "{e}"
+    );
+}
+
+/// The room for attributes is probed on the base's filesystem; a directory below the
+/// base may be another with less (README: mounts below the base are allowed). A full
+/// block written there takes larger chunks there, rather than failing "no space".
+#[test]
+fn a_mount_below_the_base_with_less_attribute_room_takes_full_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    let Some(_mount) = ext4_1k(dir.path(), &base.join("small")) else {
+        return;
+    };
+    let store = fs_store(&base, Checksums::Crc32c);
+    assert_eq!(store.report().about("checksum_chunk"), Some("8 KiB"));
+    let key = "small/chunk-0/block-0";
+    full_block_fits(&store, key, &base.join(key));
+    // The base's own blocks keep the base's chunk.
+    let data = pattern(blockstore::BLOCK_SIZE, 32);
+    store.write_block("here/chunk-0/block-0", &data).unwrap();
+    Damage::Flip(100_000).apply_on_disk(&base.join("here/chunk-0/block-0"));
+    let e = store.read_block("here/chunk-0/block-0").unwrap_err();
+    assert!(
+        e.to_string().contains("chunk 12 (bytes 98304..106496)"),
+        "{e}"
+    );
+    assert_eq!(store.report().about("checksum_chunk"), Some("8 KiB"));
+    store.close().unwrap();
+}
+
+/// A store opened where it cannot probe (a read-only mount, or a full disk) writes
+/// once the filesystem takes writes again, without a restart: full blocks on ext4 with
+/// 1 KiB blocks take the chunk that fits, and the store keeps it from then on.
+#[test]
+fn a_store_opened_read_only_finds_the_chunk_that_fits_once_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = ext4_1k(dir.path(), &dir.path().join("mnt")) else {
+        return;
+    };
+    let base = mount.path.join("store");
+    std::fs::create_dir(&base).unwrap();
+    mount.remount("remount,ro").unwrap();
+    let store = fs_store(&base, Checksums::Crc32c);
+    mount.remount("remount,rw").unwrap();
+    // Nearly full first: the block is stored with the chunk that fits, but "no space"
+    // for a record may mean a full disk (ext4 says the same for both), which must not
+    // change the store's chunk for good.
+    let filler = mount.path.join("filler");
+    let file = std::fs::File::create(&filler).unwrap();
+    let take = free_bytes(&mount.path) - 6 * blockstore::BLOCK_SIZE as u64;
+    let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, take as i64) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    full_block_fits(&store, "a/chunk-0/block-0", &base.join("a/chunk-0/block-0"));
+    assert_eq!(store.report().about("checksum_chunk"), Some("8 KiB"));
+    drop(file);
+    std::fs::remove_file(&filler).unwrap();
+    // With room to spare, the chunk that fitted is the store's from then on.
+    full_block_fits(&store, "a/chunk-0/block-2", &base.join("a/chunk-0/block-2"));
+    assert_eq!(store.report().about("checksum_chunk"), Some("32 KiB"));
+    let data = pattern(blockstore::BLOCK_SIZE, 33);
+    store.write_block("a/chunk-0/block-1", &data).unwrap();
+    assert_eq!(store.read_block("a/chunk-0/block-1").unwrap(), data);
+    store.close().unwrap();
+}
+
+/// Bytes free to an unprivileged user on the filesystem at `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut vfs) }, 0);
+    vfs.f_bavail * vfs.f_frsize
+}
+
+/// ext4 keeps a file's attributes in one block: with 1 KiB blocks the 8 KiB chunks'
+/// record (2,072 bytes) does not fit, so the store picks larger chunks at open and
+/// full-size blocks still write and verify.
+#[test]
+fn small_block_ext4_gets_larger_chunks_and_full_blocks_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = ext4_1k(dir.path(), &dir.path().join("mnt")) else {
         return;
     };
     let store = fs_store(&mount.path.join("store"), Checksums::Crc32c);

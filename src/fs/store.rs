@@ -3,7 +3,7 @@
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
@@ -13,7 +13,7 @@ use crate::backend::{record_chunk, widen, Backend, Fields, Seal, Sealed};
 use crate::checked::Checked;
 use crate::error::{Error, ErrorKind, Result};
 use crate::integrity::Checksums;
-use crate::integrity::Summing;
+use crate::integrity::{Summing, Sums};
 use crate::op::Op;
 use crate::store::{clamp_range, offset_past_end, Blocks, DeleteTally, BLOCK_SIZE};
 use std::cell::OnceCell;
@@ -185,8 +185,10 @@ pub struct FsBackend {
     /// filesystem keeps no user extended attributes.
     checksums: Checksums,
     /// The chunk of new checksum records: [`FS_CHUNK`], or larger where the filesystem
-    /// gives a file less room for attributes (ext4 with 1 or 2 KiB blocks).
-    chunk: u64,
+    /// gives a file less room for attributes (ext4 with 1 or 2 KiB blocks): probed at
+    /// open, and raised when a record written on the base's filesystem did not fit
+    /// (a store opened where it could not probe: a full disk, a read-only mount).
+    chunk: AtomicU64,
     /// Checksum records of recently read blocks, for range reads.
     records: Records,
     /// Whether records may be remembered: the base is on a local filesystem whose file
@@ -321,7 +323,7 @@ impl FsBackend {
             new_dirs: NewDirs::default(),
             mounts_below: AtomicBool::new(false),
             checksums,
-            chunk,
+            chunk: AtomicU64::new(chunk),
             records: Records::default(),
             remember,
             base_dev,
@@ -525,7 +527,8 @@ impl FsBackend {
         }
         for _ in 0..RETRIES {
             let (file, temp) = self.temp_file(Op::Write, key, &mut work)?;
-            let written = fill(file.as_fd(), data, record, self.config.fsync);
+            let written = fill(file.as_fd(), data, record, self.config.fsync)
+                .map(|larger| self.learn_chunk(file.as_fd(), larger));
             drop(file);
             if let Err(e) = written {
                 work.remove(&temp);
@@ -663,7 +666,8 @@ impl FsBackend {
             Err(Errno::NOENT) => return Err(Retry::ParentGone),
             Err(e) => return Err(error(Op::Write, key, e).into()),
         };
-        let written = fill(file.as_fd(), data, record, self.config.fsync);
+        let written = fill(file.as_fd(), data, record, self.config.fsync)
+            .map(|larger| self.learn_chunk(file.as_fd(), larger));
         drop(file);
         let renamed = written.and_then(|()| rustix::fs::renameat(parent, name, parent, leaf));
         if let Err(e) = renamed {
@@ -671,6 +675,32 @@ impl FsBackend {
             return Err(rename_error(key, e).into());
         }
         Ok(())
+    }
+
+    /// Takes `larger`, the chunk a record written to `file` needed to fit
+    /// ([`set_record`]), as the store's from now on when `file` is on the base's
+    /// filesystem; a directory below the base on another filesystem keeps finding it.
+    fn learn_chunk(&self, file: BorrowedFd<'_>, larger: Option<u64>) {
+        let Some(larger) = larger else {
+            return;
+        };
+        // A record also fails to fit when the disk is full (ext4 answers "no space" for
+        // both): only a filesystem with room to spare teaches the store its chunk.
+        let roomy = rustix::fs::fstatvfs(file)
+            .is_ok_and(|vfs| vfs.f_bavail.saturating_mul(vfs.f_frsize) >= ROOMY);
+        if roomy && rustix::fs::fstat(file).is_ok_and(|st| st.st_dev == self.base_dev) {
+            let before = self.chunk.fetch_max(larger, Ordering::Relaxed);
+            #[cfg(feature = "tracing")]
+            if before < larger {
+                tracing::info!(
+                    backend = "filesystem",
+                    path = %self.base_path.display(),
+                    chunk = larger,
+                    "checksum records of {before}-byte chunks do not fit this filesystem: taking {larger}-byte chunks"
+                );
+            }
+            let _ = before;
+        }
     }
 
     /// With `fsync`: syncs the block's directory and the new directories on its path.
@@ -1130,18 +1160,24 @@ impl Sealing<'_> {
     }
 }
 
+/// Free space (16 blocks) that shows a record failed to fit for want of attribute room
+/// in its file, not of space ([`FsBackend::learn_chunk`]).
+const ROOMY: u64 = 16 * BLOCK_SIZE as u64;
+
 /// Bytes written per `write` call when the checksums are taken on the way (a multiple
 /// of every chunk up to it; a larger chunk is its own part).
 const WRITE_PART: u64 = 512 * 1024;
 
 /// Writes `data`, then the checksum record, to a new file and (with `fsync`) makes both
-/// durable: a record is file metadata, which `fdatasync` may leave behind.
+/// durable: a record is file metadata, which `fdatasync` may leave behind. Returns the
+/// chunk of the record stored when the one given had to be taken again with larger
+/// chunks to fit ([`set_record`]).
 fn fill(
     file: BorrowedFd<'_>,
     data: &[u8],
     record: Option<&Sealing<'_>>,
     fsync: bool,
-) -> std::result::Result<(), Errno> {
+) -> std::result::Result<Option<u64>, Errno> {
     match record {
         Some(Sealing::Taken { chunk, record }) if record.get().is_none() => {
             // Each part's checksums just before the part is written: the kernel then
@@ -1157,14 +1193,49 @@ fn fill(
         }
         _ => sys::write_all(file, data)?,
     }
-    if let Some(record) = record.and_then(Sealing::record) {
-        rustix::fs::fsetxattr(file, SUMS_XATTR, record, rustix::fs::XattrFlags::empty())?;
-    }
+    let larger = match record.and_then(Sealing::record) {
+        Some(record) => set_record(file, data, record)?,
+        None => None,
+    };
     match (fsync, record) {
         (false, _) => Ok(()),
         (true, Some(_)) => rustix::fs::fsync(file),
         (true, None) => rustix::fs::fdatasync(file),
+    }?;
+    Ok(larger)
+}
+
+/// Stores `record`, the checksums of `data`, on `file`. Where the filesystem has no room
+/// for it (ext4 keeps all of a file's attributes in one block of the filesystem's: a
+/// directory below the base on another filesystem, or a store that could not probe at
+/// open), the checksums of `data` are taken again with twice the chunk, and again, up
+/// to 1 MiB chunks (a 40-byte record). Returns that chunk when it was needed.
+fn set_record(
+    file: BorrowedFd<'_>,
+    data: &[u8],
+    record: &[u8],
+) -> std::result::Result<Option<u64>, Errno> {
+    let set = |record: &[u8]| {
+        rustix::fs::fsetxattr(file, SUMS_XATTR, record, rustix::fs::XattrFlags::empty())
+    };
+    let mut failed = match set(record) {
+        Ok(()) => return Ok(None),
+        Err(e) => e,
+    };
+    let mut chunk = crate::integrity::record_chunk(record).unwrap_or(FS_CHUNK);
+    while matches!(failed, Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) && chunk < 1024 * 1024 {
+        chunk *= 2;
+        let sums = Sums::of(data, chunk);
+        // The record given must be of these bytes: never bless other bytes.
+        if record.get(20..24) != Some(&sums.whole().to_le_bytes()[..]) {
+            break;
+        }
+        match set(&sums.encode()) {
+            Ok(()) => return Ok(Some(chunk)),
+            Err(e) => failed = e,
+        }
     }
+    Err(failed)
 }
 
 /// Whether names differing only in case name one file, probed in the work directory;
@@ -1199,7 +1270,7 @@ impl Backend for FsBackend {
     }
 
     fn checksum_chunk(&self) -> u64 {
-        self.chunk
+        self.chunk.load(Ordering::Relaxed)
     }
 
     fn write_sealed(&self, key: &str, data: &[u8], seal: &Seal) -> Result<()> {
@@ -1367,7 +1438,10 @@ impl Backend for FsBackend {
             ("checksums", checksums.to_owned()),
         ];
         if self.checksums != Checksums::Off {
-            about.push(("checksum_chunk", format!("{} KiB", self.chunk / 1024)));
+            about.push((
+                "checksum_chunk",
+                format!("{} KiB", self.checksum_chunk() / 1024),
+            ));
         }
         about
     }
