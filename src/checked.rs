@@ -89,6 +89,15 @@ impl<B: Backend> Checked<B> {
         Ok(n)
     }
 
+    /// Passes the gate for `op` on `key` (a key or a prefix), naming it when refused
+    /// (closed, or used in a forked child).
+    fn enter(&self, op: Op, key: &str) -> Result<crate::gate::Pass<'_>> {
+        self.gate.enter(op).map_err(|e| match key {
+            "" => e,
+            key => e.with_key(key),
+        })
+    }
+
     /// Writes `data` with its checksums.
     fn write_sealed(&self, key: &str, data: &[u8]) -> Result<()> {
         self.backend
@@ -125,7 +134,10 @@ impl<B: Backend> Checked<B> {
             )?;
             Ok(Integrity::Verified)
         };
-        let sealed = self.backend.read_sealed(key, range)?;
+        let sealed = self
+            .backend
+            .read_sealed(key, range)
+            .map_err(|e| e.with_op(op))?;
         match check(&sealed) {
             Ok(integrity) => Ok((sealed, integrity)),
             Err(e)
@@ -136,7 +148,10 @@ impl<B: Backend> Checked<B> {
                     tracing::warn!(key, error = %e, "a block failed its checksums; reading it again");
                 }
                 let _ = e;
-                let sealed = self.backend.read_sealed(key, range)?;
+                let sealed = self
+                    .backend
+                    .read_sealed(key, range)
+                    .map_err(|e| e.with_op(op))?;
                 let integrity = check(&sealed)?;
                 Ok((sealed, integrity))
             }
@@ -212,7 +227,7 @@ impl<B: Backend> BlockStore for Checked<B> {
             key,
             |r| if r.is_ok() { len } else { 0 },
             || {
-                let _pass = self.gate.enter(Op::Write)?;
+                let _pass = self.enter(Op::Write, key)?;
                 check_key(Op::Write, key)?;
                 check_block_len(key, data.len())?;
                 if self.sealing() {
@@ -226,7 +241,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn read_block(&self, key: &str) -> Result<Vec<u8>> {
         self.observe(Op::Read, key, bytes_of, || {
-            let _pass = self.gate.enter(Op::Read)?;
+            let _pass = self.enter(Op::Read, key)?;
             check_key(Op::Read, key)?;
             if self.sealing() {
                 Ok(self.read_verified(Op::Read, key, None)?.0.data)
@@ -238,7 +253,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn read_block_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         self.observe(Op::ReadRange, key, bytes_of, || {
-            let _pass = self.gate.enter(Op::ReadRange)?;
+            let _pass = self.enter(Op::ReadRange, key)?;
             check_key(Op::ReadRange, key)?;
             check_range_len(key, length)?;
             if self.sealing() {
@@ -258,7 +273,7 @@ impl<B: Backend> BlockStore for Checked<B> {
             key,
             |r: &Result<usize>| r.as_ref().map_or(0, |n| *n as u64),
             || {
-                let _pass = self.gate.enter(Op::ReadRange)?;
+                let _pass = self.enter(Op::ReadRange, key)?;
                 check_key(Op::ReadRange, key)?;
                 check_range_len(key, buf.len() as u64)?;
                 self.range_into(key, offset, buf)
@@ -272,7 +287,7 @@ impl<B: Backend> BlockStore for Checked<B> {
             key,
             |r: &Result<usize>| r.as_ref().map_or(0, |n| *n as u64),
             || {
-                let _pass = self.gate.enter(Op::ReadRange)?;
+                let _pass = self.enter(Op::ReadRange, key)?;
                 check_key(Op::ReadRange, key)?;
                 if buf.is_empty() {
                     // Nothing to read, but an absent block is still absent.
@@ -289,7 +304,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn verify_block(&self, key: &str) -> Result<Integrity> {
         self.observe(Op::Verify, key, nothing, || {
-            let _pass = self.gate.enter(Op::Verify)?;
+            let _pass = self.enter(Op::Verify, key)?;
             check_key(Op::Verify, key)?;
             Ok(self.read_verified(Op::Verify, key, None)?.1)
         })
@@ -297,7 +312,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn block_size(&self, key: &str) -> Result<u64> {
         self.observe(Op::Size, key, nothing, || {
-            let _pass = self.gate.enter(Op::Size)?;
+            let _pass = self.enter(Op::Size, key)?;
             check_key(Op::Size, key)?;
             self.backend.size(key)
         })
@@ -305,7 +320,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn delete_block(&self, key: &str) -> Result<()> {
         self.observe(Op::Delete, key, nothing, || {
-            let _pass = self.gate.enter(Op::Delete)?;
+            let _pass = self.enter(Op::Delete, key)?;
             check_key(Op::Delete, key)?;
             self.backend.delete(key)
         })
@@ -313,7 +328,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
         self.observe(Op::DeletePrefix, prefix, nothing, || {
-            let _pass = self.gate.enter(Op::DeletePrefix)?;
+            let _pass = self.enter(Op::DeletePrefix, prefix)?;
             check_prefix(Op::DeletePrefix, prefix)?;
             self.backend.delete_prefix(prefix)
         })
@@ -321,7 +336,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
         self.instruments.scan(prefix, || {
-            let _pass = self.gate.enter(Op::List)?;
+            let _pass = self.enter(Op::List, prefix)?;
             check_prefix(Op::List, prefix)?;
             check_start_after(start_after)?;
             let inner = self
@@ -333,7 +348,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         self.observe(Op::List, prefix, nothing, || {
-            let _pass = self.gate.enter(Op::List)?;
+            let _pass = self.enter(Op::List, prefix)?;
             check_prefix(Op::List, prefix)?;
             Ok(self
                 .backend
@@ -346,7 +361,7 @@ impl<B: Backend> BlockStore for Checked<B> {
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
         self.observe(Op::List, prefix, nothing, || {
-            let _pass = self.gate.enter(Op::List)?;
+            let _pass = self.enter(Op::List, prefix)?;
             check_prefix(Op::List, prefix)?;
             self.backend.list(prefix, Fields::KeysAndSizes)
         })

@@ -28,6 +28,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::error::{ErrorKind, Result};
+use crate::op::Op;
 use crate::store::{BlockRef, BlockStore, BLOCK_SIZE};
 
 /// A store under test and what the suite must know about it.
@@ -290,6 +291,11 @@ pub fn verify_reads_the_whole_block(t: &Target) {
         assert_eq!(ok(s.verify_block(key), key), found, "{key}");
     }
     expect_kind(s.verify_block("verify/none"), ErrorKind::NotFound, "absent");
+    // Its errors are a verify's, not those of the read it makes.
+    if let Err(e) = s.verify_block("verify/none") {
+        assert_eq!(e.op(), Op::Verify, "{e}");
+        assert_eq!(e.key(), Some("verify/none"), "{e}");
+    }
     expect_kind(
         s.verify_block("verify//x"),
         ErrorKind::InvalidKey,
@@ -1295,13 +1301,23 @@ pub fn after_fork_answers_without_hanging(t: &Target) {
     if pid == 0 {
         unsafe { libc::alarm(10) };
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = t.store.read_block("fork/k");
-            let _ = t.store.write_block("fork/child", b"x");
+            // A refusal names what it refused, as every error does.
+            let named = match t.store.read_block("fork/k") {
+                Err(e) => e.to_string().contains("fork/k"),
+                Ok(_) => true,
+            };
+            let named = named
+                && match t.store.write_block("fork/child", b"x") {
+                    Err(e) => e.to_string().contains("fork/child"),
+                    Ok(()) => true,
+                };
             // A child that is done with its copy closes it (or drops it as it exits):
             // that must not reach the parent's store.
             let _ = t.store.close();
+            named
         })) {
-            Ok(()) => 0,
+            Ok(true) => 0,
+            Ok(false) => 4,
             Err(_) => 3,
         };
         unsafe { libc::_exit(code) };
@@ -1314,6 +1330,11 @@ pub fn after_fork_answers_without_hanging(t: &Target) {
         libc::WIFEXITED(status),
         "the child did not answer within 10 s (signal {})",
         libc::WTERMSIG(status)
+    );
+    assert_ne!(
+        libc::WEXITSTATUS(status),
+        4,
+        "an error in the child did not name its key"
     );
     assert_eq!(
         libc::WEXITSTATUS(status),

@@ -244,6 +244,13 @@ impl Error {
         }
     }
 
+    /// Says the error is of operation `op` (a backend step done for another
+    /// operation: `verify_block` reads through the backend's read).
+    pub(crate) fn with_op(mut self, op: Op) -> Self {
+        self.op = op;
+        self
+    }
+
     /// Names the key (or prefix) the operation concerned.
     pub fn with_key(mut self, key: &str) -> Self {
         self.key = Some(key.into());

@@ -287,7 +287,10 @@ impl Pool {
 
     /// Queues a task, in its key's order, counting it.
     fn enqueue(&self, op: Op, key: Option<&str>, task: Task, admit: Admit) -> Result<()> {
-        let _pass = self.gate.enter(op)?;
+        let _pass = self.gate.enter(op).map_err(|e| match key {
+            Some(key) => e.with_key(key),
+            None => e,
+        })?;
         queue::enqueue(&self.queue, &self.sequencer, op, key, task, admit)?;
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(())
