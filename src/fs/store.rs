@@ -27,7 +27,8 @@ use super::walk::{join, read_dir, Walk};
 use super::work::{self, create_exact, Area, WorkDir};
 
 /// How often a write starts over when a concurrent delete removed its directory, or a
-/// cleaner removed the internal area, under it.
+/// cleaner removed the internal area, under it. From the fifth time on it first waits,
+/// 0.25 ms and twice as long each time up to 16 ms (about 0.11 s in all).
 const RETRIES: usize = 16;
 
 /// Temporary files made beside a block (when the block's directory is on another mount
@@ -587,7 +588,13 @@ impl FsBackend {
         created: &mut Vec<String>,
     ) -> Result<(), Retry> {
         let (parent_rel, leaf) = sys::split_parent(key);
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
+            if attempt >= 4 {
+                // A deleter that keeps removing the directory: let it finish first.
+                std::thread::sleep(std::time::Duration::from_micros(
+                    250 << (attempt - 4).min(6),
+                ));
+            }
             let Some(parent) = self.parent_for_write(key, parent_rel, created)? else {
                 continue;
             };
