@@ -1520,11 +1520,17 @@ mod tests {
         );
         let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
         let stale = crate::integrity::Sums::of(&other, FS_CHUNK).encode();
-        backend.records.put("k", stamp, Arc::from(stale));
+        backend.records.put("k", stamp, Arc::from(stale.clone()));
         assert_eq!(
             store.read_block_range("k", 20_000, 10).unwrap(),
             &data[20_000..20_010]
         );
+        assert_eq!(
+            backend.records.get("k", &stamp).as_deref(),
+            Some(&stored[..])
+        );
+        // The same for a range read into the caller's buffer.
+        backend.records.put("k", stamp, Arc::from(stale));
         let mut buf = [0u8; 4096];
         assert_eq!(
             store.read_block_range_into("k", 90_000, &mut buf).unwrap(),
