@@ -61,6 +61,8 @@ const MAGIC: &[u8; 4] = b"BSUM";
 const VERSION: u8 = 1;
 const CRC32C: u8 = 1;
 const HEADER: usize = 24;
+/// The longest record: a 4 MiB block in 4 KiB chunks (4,120 bytes).
+pub(crate) const MAX_RECORD: usize = HEADER + 4 * (crate::BLOCK_SIZE / MIN_CHUNK as usize);
 
 /// Whether a store writes and checks checksums (`checksums` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

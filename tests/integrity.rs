@@ -194,6 +194,87 @@ fn without_extended_attributes_the_store_writes_unverified() {
     store.close().unwrap();
 }
 
+/// `checksum_chunk_kib = 4` gives 4 KiB chunks where the filesystem holds their
+/// 4,120-byte record (XFS, btrfs, tmpfs) and the smallest chunk that fits where it
+/// does not (ext4 with 4 KiB blocks: 8 KiB); ranges and damage follow the chunk used.
+#[test]
+fn four_kib_chunks_where_the_filesystem_holds_their_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bases = Vec::new();
+    let mut mounts = Vec::new();
+    for kind in ["ext4", "xfs", "btrfs"] {
+        let sub = dir.path().join(kind);
+        std::fs::create_dir_all(&sub).unwrap();
+        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
+            return;
+        };
+        bases.push((kind, m.path.join("store")));
+        mounts.push(m);
+    }
+    let Some(tmpfs) = support::mount_or_explain(
+        support::Mount::new(&dir.path().join("tmpfs"), &["-t", "tmpfs", "tmpfs"]),
+        "tmpfs",
+    ) else {
+        return;
+    };
+    bases.push(("tmpfs", tmpfs.path.join("store")));
+    let data = pattern(blockstore::BLOCK_SIZE, 35);
+    for (kind, base) in bases {
+        let mut config = FsConfig::new(&base);
+        config.checksum_chunk_kib = 4;
+        let store = FsStore::open(config).unwrap();
+        let chunk: u64 = if kind == "ext4" { 8192 } else { 4096 };
+        assert_eq!(
+            store.report().about("checksum_chunk"),
+            Some(format!("{} KiB", chunk / 1024).as_str()),
+            "{kind}"
+        );
+        let key = "four/chunk-0/block-0";
+        store.write_block(key, &data).unwrap();
+        let record = record_of(&base.join(key));
+        assert_eq!(
+            u64::from(u32::from_le_bytes(record[8..12].try_into().unwrap())),
+            chunk
+        );
+        assert_eq!(
+            record.len() as u64,
+            24 + 4 * blockstore::BLOCK_SIZE as u64 / chunk
+        );
+        let mut buf = vec![0u8; 4096];
+        for offset in [
+            0u64,
+            4095,
+            8192,
+            1_000_001,
+            blockstore::BLOCK_SIZE as u64 - 4096,
+        ] {
+            let n = store.read_block_range_into(key, offset, &mut buf).unwrap();
+            assert_eq!(
+                buf[..n],
+                data[offset as usize..offset as usize + n],
+                "{kind} {offset}"
+            );
+        }
+        // A flip in the sixth 4 KiB page: the chunk named is that page's (or its
+        // 8 KiB chunk's), and the page before is still read on XFS, btrfs and tmpfs.
+        Damage::Flip(5 * 4096 + 7).apply_on_disk(&base.join(key));
+        let e = store.read_block_range(key, 5 * 4096, 4096).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{kind}: {e}");
+        let index = 5 * 4096 / chunk;
+        let named = format!(
+            "chunk {index} (bytes {}..{})",
+            index * chunk,
+            (index + 1) * chunk
+        );
+        assert!(e.to_string().contains(&named), "{kind}: {e}");
+        let before = store.read_block_range(key, 4 * 4096, 4096);
+        assert_eq!(before.is_ok(), chunk == 4096, "{kind}: {before:?}");
+        store.close().unwrap();
+    }
+    drop(tmpfs);
+    drop(mounts);
+}
+
 /// The checksum attribute survives on every filesystem the store runs on: damage on
 /// loop-mounted ext4, xfs and btrfs, and on an overlayfs, is found.
 #[test]

@@ -21,6 +21,13 @@ pub fn fs_stores(dir: &Path, fsync: bool) -> Vec<(Checksums, FsStore)> {
             let mut config = FsConfig::new(dir.join(mode.as_str()));
             config.fsync = fsync;
             config.checksums = mode;
+            // The chunk to measure (`checksum_chunk_kib`), 8 KiB unless asked.
+            if let Some(kib) = std::env::var("BLOCKSTORE_RATIO_CHUNK_KIB")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                config.checksum_chunk_kib = kib;
+            }
             (mode, FsStore::open(config).unwrap())
         })
         .collect()

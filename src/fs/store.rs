@@ -274,7 +274,7 @@ impl FsBackend {
         let base = sys::open_base(&base_path).map_err(|e| error(Op::Open, &shown, e))?;
         let area = Area::open(base.as_fd(), config.dir_mode);
         let mut checksums = config.checksums;
-        let mut chunk = FS_CHUNK;
+        let mut chunk = config.checksum_chunk_kib * 1024;
         match area.open_error() {
             None => {
                 let work = area
@@ -286,7 +286,7 @@ impl FsBackend {
                     ));
                 }
                 if config.checksums != Checksums::Off {
-                    match record_room(&work) {
+                    match record_room(&work, chunk) {
                         Room::Chunk(fits) => chunk = fits,
                         Room::Unknown => {}
                         Room::None if config.checksums == Checksums::Require => {
@@ -1041,7 +1041,7 @@ fn too_large(op: Op, key: &str, size: u64) -> Error {
 /// The checksum record of an open block, `None` when it has none. A record too long
 /// to be one comes back empty, which the checks call corrupt.
 fn read_record(fd: BorrowedFd<'_>) -> std::result::Result<Option<Arc<[u8]>>, Errno> {
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; crate::integrity::MAX_RECORD];
     match rustix::fs::fgetxattr(fd, SUMS_XATTR, &mut buf[..]) {
         Ok(n) => Ok(Some(Arc::from(&buf[..n]))),
         Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
@@ -1115,17 +1115,17 @@ enum Room {
     None,
 }
 
-/// Probes, on a file in the work directory, the smallest chunk (from [`FS_CHUNK`] up)
-/// whose record for a 4 MiB block the filesystem accepts: ext4 holds a file's
-/// attributes in one block, so with 1 KiB blocks the 2,072-byte record of 8 KiB chunks
-/// does not fit, where the 536 bytes of 32 KiB chunks do.
-fn record_room(work: &WorkDir) -> Room {
+/// Probes, on a file in the work directory, the smallest chunk (from `from`, the one
+/// configured, up) whose record for a 4 MiB block the filesystem accepts: ext4 holds a
+/// file's attributes in one block, so with 1 KiB blocks the 2,072-byte record of 8 KiB
+/// chunks does not fit, where the 536 bytes of 32 KiB chunks do.
+fn record_room(work: &WorkDir, from: u64) -> Room {
     let name = "Xattr-Probe";
     let Ok(fd) = sys::create_new(work.fd(), name, OFlags::WRONLY, 0o600) else {
         return Room::Unknown;
     };
     let mut room = Room::None;
-    let mut chunk = FS_CHUNK;
+    let mut chunk = from;
     while chunk <= 1024 * 1024 {
         let record = vec![0u8; 24 + 4 * (BLOCK_SIZE as u64).div_ceil(chunk) as usize];
         match rustix::fs::fsetxattr(&fd, SUMS_XATTR, &record, rustix::fs::XattrFlags::empty()) {
