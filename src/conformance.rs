@@ -307,6 +307,18 @@ pub fn verify_reads_the_whole_block(t: &Target) {
         ErrorKind::Closed,
         "after close",
     );
+    // A closed store's refusals name what they refused.
+    for e in [
+        s.verify_block("verify/some").err(),
+        s.list_by_prefix("verify/").err(),
+        s.list_blocks("verify/").err(),
+        s.delete_by_prefix("verify/").err(),
+        s.scan("verify/", None).err(),
+    ] {
+        let e = e.expect("a closed store refuses");
+        assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+        assert!(e.to_string().contains("verify/"), "{e}");
+    }
 }
 
 /// A block over `BLOCK_SIZE` is refused, writes nothing, and leaves the old value.
@@ -1310,6 +1322,15 @@ pub fn after_fork_answers_without_hanging(t: &Target) {
                 && match t.store.write_block("fork/child", b"x") {
                     Err(e) => e.to_string().contains("fork/child"),
                     Ok(()) => true,
+                };
+            let named = named
+                && match t.store.list_by_prefix("fork/none/") {
+                    Err(e) => e.to_string().contains("fork/none/"),
+                    Ok(_) => true,
+                }
+                && match t.store.delete_by_prefix("fork/none/") {
+                    Err(e) => e.to_string().contains("fork/none/"),
+                    Ok(_) => true,
                 };
             // A child that is done with its copy closes it (or drops it as it exits):
             // that must not reach the parent's store.

@@ -70,16 +70,18 @@ impl BlockStore for Pool {
     }
 
     fn delete_by_prefix(&self, prefix: &str) -> Result<u64> {
+        let named = prefix;
         let prefix = prefix.to_owned();
         self.call(call(Op::DeletePrefix, move |s: &dyn BlockStore| {
             s.delete_by_prefix(&prefix)
         }))
+        .map_err(|e| naming(e, named))
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>) -> Result<Blocks<'_>> {
         // Not a job: the scan runs on the caller's thread, and the store below counts
         // and traces it.
-        let _pass = self.gate.enter(Op::List)?;
+        let _pass = self.gate.enter(Op::List).map_err(|e| naming(e, prefix))?;
         Ok(GatedScan::boxed(
             &self.gate,
             self.inner.scan(prefix, start_after)?,
@@ -87,17 +89,21 @@ impl BlockStore for Pool {
     }
 
     fn list_by_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let named = prefix;
         let prefix = prefix.to_owned();
         self.call(call(Op::List, move |s: &dyn BlockStore| {
             s.list_by_prefix(&prefix)
         }))
+        .map_err(|e| naming(e, named))
     }
 
     fn list_blocks(&self, prefix: &str) -> Result<Vec<BlockRef>> {
+        let named = prefix;
         let prefix = prefix.to_owned();
         self.call(call(Op::List, move |s: &dyn BlockStore| {
             s.list_blocks(&prefix)
         }))
+        .map_err(|e| naming(e, named))
     }
 
     fn health_check(&self) -> Result<()> {
@@ -110,5 +116,14 @@ impl BlockStore for Pool {
 
     fn close(&self) -> Result<()> {
         self.shutdown()
+    }
+}
+
+/// Names `prefix` in an error that names nothing: the pool's own refusals (closed, or
+/// used in a forked child) of a call queued without a key.
+fn naming(e: crate::Error, prefix: &str) -> crate::Error {
+    match (e.key(), prefix) {
+        (None, prefix) if !prefix.is_empty() => e.with_key(prefix),
+        _ => e,
     }
 }
