@@ -200,17 +200,13 @@ fn without_extended_attributes_the_store_writes_unverified() {
 #[test]
 fn four_kib_chunks_where_the_filesystem_holds_their_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bases = Vec::new();
-    let mut mounts = Vec::new();
-    for kind in ["ext4", "xfs", "btrfs"] {
-        let sub = dir.path().join(kind);
-        std::fs::create_dir_all(&sub).unwrap();
-        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
-            return;
-        };
-        bases.push((kind, m.path.join("store")));
-        mounts.push(m);
-    }
+    let Some(mounts) = support::loop_mounts(dir.path(), &["ext4", "xfs", "btrfs"], 300) else {
+        return;
+    };
+    let mut bases: Vec<_> = mounts
+        .iter()
+        .map(|(kind, m)| (*kind, m.path.join("store")))
+        .collect();
     let Some(tmpfs) = support::mount_or_explain(
         support::Mount::new(&dir.path().join("tmpfs"), &["-t", "tmpfs", "tmpfs"]),
         "tmpfs",
@@ -281,17 +277,13 @@ fn four_kib_chunks_where_the_filesystem_holds_their_record() {
 fn damage_is_found_on_every_filesystem() {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(LEN as usize, 19);
-    let mut bases = Vec::new();
-    let mut mounts = Vec::new();
-    for kind in ["ext4", "xfs", "btrfs"] {
-        let sub = dir.path().join(kind);
-        std::fs::create_dir_all(&sub).unwrap();
-        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
-            return;
-        };
-        bases.push((kind.to_owned(), m.path.join("store")));
-        mounts.push(m);
-    }
+    let Some(mounts) = support::loop_mounts(dir.path(), &["ext4", "xfs", "btrfs"], 300) else {
+        return;
+    };
+    let mut bases: Vec<_> = mounts
+        .iter()
+        .map(|(kind, m)| (kind.to_string(), m.path.join("store")))
+        .collect();
     let (lower, upper, work) = (
         dir.path().join("lower"),
         dir.path().join("upper"),
@@ -783,15 +775,9 @@ fn rot_on_the_device_under_a_live_store_is_corrupt() {
 #[test]
 fn a_store_copied_with_cp_a_to_another_filesystem_keeps_its_checksums() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mounts = Vec::new();
-    for kind in ["xfs", "btrfs", "ext4"] {
-        let sub = dir.path().join(kind);
-        std::fs::create_dir_all(&sub).unwrap();
-        let Some(m) = support::mount_or_explain(support::loop_fs(&sub, kind, 300), kind) else {
-            return;
-        };
-        mounts.push((kind, m));
-    }
+    let Some(mounts) = support::loop_mounts(dir.path(), &["xfs", "btrfs", "ext4"], 300) else {
+        return;
+    };
     let blocks: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
             let len = [4 << 20, LEN as usize, 4096][i];

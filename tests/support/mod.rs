@@ -174,6 +174,22 @@ pub fn loop_fs_with(dir: &Path, kind: &str, mib: u64, options: &[&str]) -> Resul
     Mount::new(&dir.join("mnt"), &["-o", "loop", image.to_str().unwrap()])
 }
 
+/// One loop-mounted filesystem of each of `kinds`, `mib` MiB each, made in folders of
+/// `dir` named after them; `None` (with the reason printed) when any cannot be made.
+pub fn loop_mounts(
+    dir: &Path,
+    kinds: &[&'static str],
+    mib: u64,
+) -> Option<Vec<(&'static str, Mount)>> {
+    let mut mounts = Vec::new();
+    for &kind in kinds {
+        let sub = dir.join(kind);
+        std::fs::create_dir_all(&sub).ok()?;
+        mounts.push((kind, mount_or_explain(loop_fs(&sub, kind, mib), kind)?));
+    }
+    Some(mounts)
+}
+
 /// Runs `f` on another thread and waits at most `secs` seconds for it: a call that
 /// hangs fails the test instead of hanging it.
 pub fn within<T: Send + 'static>(
