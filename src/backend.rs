@@ -217,6 +217,7 @@ pub trait Backend: Send + Sync + 'static {
                     record: None,
                     remembered: false,
                     crc32c: None,
+                    granules: None,
                 })
             }
             Some((offset, length)) => {
@@ -228,6 +229,7 @@ pub trait Backend: Send + Sync + 'static {
                     record: None,
                     remembered: false,
                     crc32c: None,
+                    granules: None,
                 })
             }
         }
@@ -282,4 +284,8 @@ pub struct Sealed {
     /// whole reads, large filesystem whole reads): the check then compares it instead
     /// of a second pass.
     pub crc32c: Option<u32>,
+    /// The CRCs of pieces of the block the backend keeps beside a remembered `record`
+    /// ([`Granules`](crate::integrity::Granules)): a range read may then cover whole
+    /// pieces rather than whole chunks ([`Granules::around`](crate::integrity::Granules::around)).
+    pub granules: Option<std::sync::Arc<crate::integrity::Granules>>,
 }

@@ -124,14 +124,16 @@ impl<B: Backend> Checked<B> {
                 }
                 return Ok(Integrity::Unverified);
             };
-            Record::parse(op, key, record)?.verify(
-                op,
-                key,
-                sealed.start,
-                &sealed.data,
-                sealed.size,
-                sealed.crc32c,
-            )?;
+            Record::parse(op, key, record)?
+                .with_granules(sealed.granules.as_deref())
+                .verify(
+                    op,
+                    key,
+                    sealed.start,
+                    &sealed.data,
+                    sealed.size,
+                    sealed.crc32c,
+                )?;
             Ok(Integrity::Verified)
         };
         let sealed = self

@@ -34,6 +34,15 @@
 //! 8 KiB (16 KiB when it crosses a chunk edge), not 4 MiB. Smaller chunks make small
 //! ranges cheaper but the record larger than where it is kept allows.
 //!
+//! So that a block read again and again by small ranges does not pay for whole chunks
+//! each time, a backend may remember [`Granules`]: the CRC32C of every 1 KiB piece of
+//! a chunk that verified, taken in the same pass as the chunk's own CRC (its pieces'
+//! CRCs join up to it). A later range whose pieces are all known reads and checks just
+//! those pieces: a 4 KiB read 4 KiB (5 KiB off a piece edge) instead of 8 or 16. The
+//! pieces are as trustworthy as the record they were checked against and are dropped
+//! with it; the filesystem keeps them beside the records it remembers (see
+//! [`FsStore`](crate::FsStore), `# Remembered records`).
+//!
 //! # What checksums cannot see
 //!
 //! A block whose record was removed (a tool that rewrites a file through a new inode,
@@ -43,6 +52,7 @@
 //! is served as that key's block.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +63,8 @@ use crate::op::Op;
 
 /// The chunk each checksum covers unless a backend chooses another: 16 KiB.
 pub const CHUNK_SIZE: u64 = 16 * 1024;
+/// The pieces [`Granules`] remember the CRCs of: 1 KiB.
+pub const GRANULE: u64 = 1024;
 /// The smallest and largest chunk a record may have.
 const MIN_CHUNK: u64 = 4 * 1024;
 const MAX_CHUNK: u64 = 1024 * 1024;
@@ -190,6 +202,106 @@ impl Summing {
     }
 }
 
+/// The CRC32Cs of one block's [`GRANULE`]-byte pieces, learned as range reads verify
+/// the chunks that hold them (see `# Ranges` in the module docs). Each piece's CRC is
+/// set once, from bytes whose chunk matched its record, and never unset; a backend
+/// keeps one beside a record it remembers, shares it between reads
+/// ([`Sealed::granules`](crate::backend::Sealed)) and drops both together.
+#[derive(Debug)]
+pub struct Granules {
+    crcs: Box<[AtomicU32]>,
+    /// One bit per piece: its CRC in `crcs` is known.
+    known: Box<[AtomicU64]>,
+    len: u64,
+}
+
+impl Granules {
+    /// Nothing known yet of a block of `len` bytes (at most [`BLOCK_SIZE`](crate::BLOCK_SIZE)
+    /// is meaningful: 4,096 pieces, 16.5 KiB).
+    pub fn for_len(len: u64) -> Granules {
+        let pieces = len.div_ceil(GRANULE) as usize;
+        Granules {
+            crcs: (0..pieces).map(|_| AtomicU32::new(0)).collect(),
+            known: (0..pieces.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            len,
+        }
+    }
+
+    /// The CRC of piece `i`, if known.
+    fn get(&self, i: usize) -> Option<u32> {
+        let word = self.known.get(i / 64)?.load(Ordering::Acquire);
+        (word >> (i % 64) & 1 == 1).then(|| self.crcs[i].load(Ordering::Relaxed))
+    }
+
+    /// Records the CRC of piece `i`.
+    fn learn(&self, i: usize, crc: u32) {
+        if let (Some(slot), Some(word)) = (self.crcs.get(i), self.known.get(i / 64)) {
+            slot.store(crc, Ordering::Relaxed);
+            word.fetch_or(1 << (i % 64), Ordering::Release);
+        }
+    }
+
+    /// The whole pieces around `offset..offset + length` (cut at the block's end), when
+    /// every one of them is known and they are fewer bytes than the whole chunks of
+    /// `chunk` bytes (a power of two) around it: what a range read should read.
+    pub fn around(&self, offset: u64, length: u64, chunk: u64) -> Option<Range<u64>> {
+        if offset >= self.len || !chunk.is_power_of_two() {
+            return None;
+        }
+        let end = offset.saturating_add(length).min(self.len);
+        let up = |at: u64, to: u64| at.div_ceil(to).saturating_mul(to).min(self.len);
+        let (start, stop) = (offset & !(GRANULE - 1), up(end, GRANULE));
+        if stop - start >= up(end, chunk) - (offset & !(chunk - 1)) {
+            return None;
+        }
+        // Every bit from the first piece to the last, word by word.
+        let (first, last) = ((start / GRANULE) as usize, stop.div_ceil(GRANULE) as usize);
+        let mut i = first;
+        while i < last {
+            let bits = (last - i).min(64 - i % 64);
+            let mask = (u64::MAX >> (64 - bits)) << (i % 64);
+            if self.known.get(i / 64)?.load(Ordering::Acquire) & mask != mask {
+                return None;
+            }
+            i += bits;
+        }
+        Some(start..stop)
+    }
+
+    /// Checks `data`, the block's bytes from `start` (a piece boundary), against the
+    /// known pieces: `None` if some piece is not known, else the first piece that
+    /// differs as (its index, its CRC now, its CRC known). One pass over `data`,
+    /// compared with the known CRCs joined; piece by piece only to name a difference.
+    fn check(&self, start: u64, data: &[u8]) -> Option<std::result::Result<(), (u64, u32, u32)>> {
+        let first = start / GRANULE;
+        let appender = Appender::for_len(GRANULE);
+        let mut joined = None;
+        for (i, piece) in data.chunks(GRANULE as usize).enumerate() {
+            let known = self.get((first + i as u64) as usize)?;
+            joined = Some(match joined {
+                None => known,
+                Some(whole) if piece.len() as u64 == GRANULE => appender.join(whole, known),
+                Some(whole) => join(whole, known, piece.len() as u64),
+            });
+        }
+        if joined == Some(crc32c(data)) {
+            return Some(Ok(()));
+        }
+        for (i, piece) in data.chunks(GRANULE as usize).enumerate() {
+            let index = first + i as u64;
+            let known = self.get(index as usize)?;
+            let found = crc32c(piece);
+            if found != known {
+                return Some(Err((index, found, known)));
+            }
+        }
+        // Every piece matched but not the whole: cannot be; say so rather than pass.
+        Some(Err((first, crc32c(data), joined.unwrap_or(0))))
+    }
+}
+
 /// A stored record, checked for shape and read in place: a range read looks up only
 /// the checksums of the chunks it touches.
 #[derive(Debug)]
@@ -198,6 +310,8 @@ pub(crate) struct Record<'a> {
     len: u64,
     whole: u32,
     crcs: &'a [u8],
+    /// The block's pieces the backend keeps, if any.
+    granules: Option<&'a Granules>,
 }
 
 impl<'a> Record<'a> {
@@ -241,7 +355,13 @@ impl<'a> Record<'a> {
             len,
             whole: word(record, 20),
             crcs,
+            granules: None,
         })
+    }
+
+    /// The record with the pieces of its block the backend keeps ([`Granules`]).
+    pub(crate) fn with_granules(self, granules: Option<&'a Granules>) -> Record<'a> {
+        Record { granules, ..self }
     }
 
     /// The whole block's CRC as its chunks' CRCs join up to.
@@ -266,6 +386,9 @@ impl<'a> Record<'a> {
     /// Checks `data`, the bytes of the block from `start` (a chunk boundary) to the end
     /// of a chunk or of the block, whose stored length is `size`; `taken` is the CRC32C
     /// of `data` if the backend took it as the bytes arrived.
+    ///
+    /// With [`Record::with_granules`], a read of whole pieces that is not whole chunks
+    /// is checked by its pieces, and the pieces of every chunk checked are learned.
     pub(crate) fn verify(
         &self,
         op: Op,
@@ -275,6 +398,7 @@ impl<'a> Record<'a> {
         size: u64,
         taken: Option<u32>,
     ) -> Result<()> {
+        let granules = self.granules;
         if size != self.len {
             return Err(corrupt(
                 op,
@@ -289,7 +413,27 @@ impl<'a> Record<'a> {
             return Ok(());
         }
         let end = start + data.len() as u64;
-        if !start.is_multiple_of(self.chunk) || (!end.is_multiple_of(self.chunk) && end != size) {
+        let whole_chunks =
+            start.is_multiple_of(self.chunk) && (end.is_multiple_of(self.chunk) || end == size);
+        if let (false, Some(granules)) = (whole_chunks, granules) {
+            match granules.check(start, data) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err((index, found, known))) => {
+                    let from = index * GRANULE;
+                    return Err(corrupt(
+                        op,
+                        key,
+                        format!(
+                            "bytes {from}..{} (in chunk {}) have CRC32C {found:08x}, {known:08x} when their chunk last verified",
+                            (from + GRANULE).min(size),
+                            from / self.chunk
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if !whole_chunks {
             return Err(Error::new(ErrorKind::Backend, op).with_key(key).with_detail(format!(
                 "the backend read bytes {start}..{end} of a block of {size}, not whole chunks of {}",
                 self.chunk
@@ -316,11 +460,37 @@ impl<'a> Record<'a> {
             ));
         }
         let first = start / self.chunk;
+        // Pieces are learned of chunks up to 64 KiB (the filesystem's are 8 KiB).
+        const MOST: usize = 64;
+        let learning = granules
+            .filter(|_| self.chunk > GRANULE && self.chunk <= MOST as u64 * GRANULE && !whole_read);
+        let appender = Appender::for_len(GRANULE);
+        let mut pieces = [0u32; MOST];
         for (i, bytes) in data.chunks(self.chunk as usize).enumerate() {
             let index = first + i as u64;
-            let found = crc32c(bytes);
+            let mut count = 0;
+            let found = match learning {
+                // The chunk's CRC joined from its pieces', at the cost of one pass.
+                Some(_) => bytes.chunks(GRANULE as usize).fold(0, |whole, piece| {
+                    let crc = crc32c(piece);
+                    pieces[count] = crc;
+                    count += 1;
+                    match count {
+                        1 => crc,
+                        _ if piece.len() as u64 == GRANULE => appender.join(whole, crc),
+                        _ => join(whole, crc, piece.len() as u64),
+                    }
+                }),
+                None => crc32c(bytes),
+            };
             let at = index as usize * 4;
             let expected = (at + 4 <= self.crcs.len()).then(|| word(self.crcs, at));
+            if let (Some(granules), true) = (learning, expected == Some(found)) {
+                let first_piece = (index * self.chunk / GRANULE) as usize;
+                for (j, &crc) in pieces[..count].iter().enumerate() {
+                    granules.learn(first_piece + j, crc);
+                }
+            }
             if expected != Some(found) {
                 let from = index * self.chunk;
                 return Err(corrupt(
@@ -435,6 +605,91 @@ mod tests {
             }
             assert_eq!(summing.finish(), Sums::of(&data, chunk), "{len} in {part}");
         }
+    }
+
+    /// Pieces are learned only from chunks that verified; a range of known pieces is
+    /// read and checked alone, and damage in it names the piece, its chunk and both
+    /// CRCs; ranges whose pieces are not all known, or that pieces would not make
+    /// smaller, keep to whole chunks.
+    #[test]
+    fn pieces_learned_from_verified_chunks_check_ranges_alone() {
+        let len = 50_000u64; // the last chunk and the last piece are short
+        let mut data = block(len as usize);
+        let record = Sums::of(&data, 8192).encode();
+        let sums = Record::parse(Op::ReadRange, "k", &record).unwrap();
+        let granules = Granules::for_len(len);
+        let pieces = Record::parse(Op::ReadRange, "k", &record)
+            .unwrap()
+            .with_granules(Some(&granules));
+        let range = |offset, length| granules.around(offset, length, 8192);
+        assert_eq!(range(9000, 4096), None, "nothing known yet");
+        // A chunk that fails teaches nothing.
+        let mut bad = data[8192..16_384].to_vec();
+        bad[5] ^= 1;
+        assert!(pieces
+            .verify(Op::ReadRange, "k", 8192, &bad, len, None)
+            .is_err());
+        assert_eq!(range(9000, 4096), None);
+        // Chunks 1 and 2 verify: their pieces (8..24) become known.
+        pieces
+            .verify(Op::ReadRange, "k", 8192, &data[8192..24_576], len, None)
+            .unwrap();
+        assert_eq!(
+            range(9000, 4096),
+            Some(8192..13_312),
+            "5 pieces, not 16 KiB"
+        );
+        assert_eq!(
+            range(10_240, 4096),
+            Some(10_240..14_336),
+            "aligned: 4 pieces"
+        );
+        assert_eq!(
+            range(8192, 8192),
+            None,
+            "a whole chunk: no smaller by pieces"
+        );
+        assert_eq!(range(20_000, 5000), None, "piece 24 is not known");
+        assert_eq!(range(len, 10), None, "past the end");
+        pieces
+            .verify(Op::ReadRange, "k", 8192, &data[8192..14_336], len, None)
+            .unwrap();
+        // The block's end: the last chunk (49,152..50,000) is one short piece.
+        pieces
+            .verify(Op::ReadRange, "k", 49_152, &data[49_152..], len, None)
+            .unwrap();
+        assert_eq!(range(40_960, 100), None, "chunk 5 was never read");
+        pieces
+            .verify(Op::ReadRange, "k", 40_960, &data[40_960..49_152], len, None)
+            .unwrap();
+        assert_eq!(range(48_000, 2000), Some(47_104..50_000));
+        pieces
+            .verify(Op::ReadRange, "k", 47_104, &data[47_104..], len, None)
+            .unwrap();
+        // Damage in a known piece.
+        data[12_300] ^= 0x10;
+        let e = pieces
+            .verify(Op::ReadRange, "k", 10_240, &data[10_240..14_336], len, None)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let text = e.to_string();
+        assert!(text.contains("bytes 12288..13312 (in chunk 1)"), "{text}");
+        assert!(
+            text.contains(&format!("{:08x}", crc32c(&data[12_288..13_312]))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{:08x}",
+                crc32c(&block(len as usize)[12_288..13_312])
+            )),
+            "{text}"
+        );
+        // Without pieces, a read that is not whole chunks is the backend's mistake.
+        let e = sums
+            .verify(Op::ReadRange, "k", 10_240, &data[10_240..14_336], len, None)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
     }
 
     #[test]

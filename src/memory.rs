@@ -221,6 +221,7 @@ impl Backend for MemoryBackend {
             record,
             remembered: false,
             crc32c: None,
+            granules: None,
         })
     }
 

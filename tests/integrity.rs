@@ -539,6 +539,7 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
                     record: None,
                     remembered: false,
                     crc32c: None,
+                    granules: None,
                 });
             }
             Ok(Sealed {
@@ -548,6 +549,7 @@ fn a_read_that_does_not_cover_its_range_is_a_retryable_error() {
                 record: None,
                 remembered: false,
                 crc32c: None,
+                granules: None,
             })
         }
     }
@@ -678,8 +680,8 @@ fn physical_offset(path: &std::path::Path, at: u64) -> u64 {
 /// Bit rot: a byte changes on the device under a live store, not through the
 /// filesystem, so the file's times and size stay as they were. Once the page cache
 /// lets go of the file, every read touching the byte is `Corrupt`, ranges read before
-/// the damage (whose checksum records the store may have kept) included; ranges
-/// elsewhere still read.
+/// the damage (whose checksum records, and the CRCs of whose 1 KiB pieces, the store
+/// may have kept) included; ranges elsewhere still read.
 #[test]
 fn rot_on_the_device_under_a_live_store_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();

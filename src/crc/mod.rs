@@ -176,11 +176,11 @@ impl Appender {
         Appender { len, tables }
     }
 
-    /// The appender for pieces of `len` bytes, a power of two from 4 KiB to 1 MiB (made
+    /// The appender for pieces of `len` bytes, a power of two from 1 KiB to 1 MiB (made
     /// once per process); others are built on the spot.
     pub(crate) fn for_len(len: u64) -> std::borrow::Cow<'static, Appender> {
-        static MADE: [OnceLock<Appender>; 9] = [const { OnceLock::new() }; 9];
-        let slot = len.trailing_zeros().wrapping_sub(12) as usize;
+        static MADE: [OnceLock<Appender>; 11] = [const { OnceLock::new() }; 11];
+        let slot = len.trailing_zeros().wrapping_sub(10) as usize;
         match MADE.get(slot) {
             Some(made) if len.is_power_of_two() => {
                 std::borrow::Cow::Borrowed(made.get_or_init(|| Appender::new(len)))

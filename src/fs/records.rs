@@ -14,15 +14,21 @@
 //! reads the stored record and checks again before it reports `Corrupt`. Whole reads
 //! and `verify_block` always read the stored record.
 //!
-//! Bounded: at most [`CAPACITY`] records (a 4 MiB block's is about 2 KiB), in shards
-//! locked only to look up or insert, never across I/O; a full shard drops an entry
-//! at random.
+//! Beside each record, the CRCs of the block's 1 KiB pieces that reads have verified
+//! ([`Granules`]): a 4 KiB range of a hot block then reads 4 KiB, not its 8 KiB chunk.
+//! They share the record's fate: made empty with it, dropped with it.
+//!
+//! Bounded: at most [`CAPACITY`] records (a 4 MiB block's is about 2 KiB, its pieces'
+//! CRCs 16.5 KiB: 19 MiB in all at most), in shards locked only to look up or insert,
+//! never across I/O; a full shard drops an entry at random.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustix::fs::Stat;
+
+use crate::integrity::{record_chunk, Granules, GRANULE};
 
 /// How many records are remembered at most.
 pub(crate) const CAPACITY: usize = 1024;
@@ -63,20 +69,33 @@ impl Stamp {
     }
 }
 
-/// One shard: key → (the file's stamp, its record).
-type Shard = Mutex<HashMap<Box<str>, (Stamp, Arc<[u8]>)>>;
+/// What is remembered of one block: its record and the pieces verified with it.
+#[derive(Debug, Clone)]
+pub(crate) struct Remembered {
+    pub(crate) record: Arc<[u8]>,
+    /// `None` where pieces would not help: chunks no larger than a piece.
+    pub(crate) granules: Option<Arc<Granules>>,
+}
+
+/// One shard: key → (the file's stamp, what is remembered).
+type Shard = Mutex<HashMap<Box<str>, (Stamp, Remembered), Hasher>>;
+
+/// A fast hash seeded per store: a key is hashed twice per lookup (its shard, its
+/// entry), and SipHash made that a third of a remembered range's overhead. The maps
+/// are small and bounded, so keys chosen to collide can cost little.
+type Hasher = foldhash::fast::RandomState;
 
 /// Recently read records by key.
 #[derive(Debug)]
 pub(crate) struct Records {
     shards: [Shard; SHARDS],
-    hasher: std::collections::hash_map::RandomState,
+    hasher: Hasher,
 }
 
 impl Default for Records {
     fn default() -> Records {
         Records {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(Hasher::default()))),
             hasher: Default::default(),
         }
     }
@@ -89,20 +108,28 @@ impl Records {
     }
 
     /// The record remembered for `key`, if it was read from the file `stamp` names.
-    pub(crate) fn get(&self, key: &str, stamp: &Stamp) -> Option<Arc<[u8]>> {
+    pub(crate) fn get(&self, key: &str, stamp: &Stamp) -> Option<Remembered> {
         let shard = self.shard(key).lock();
         match shard.get(key) {
-            Some((seen, record)) if seen == stamp => Some(record.clone()),
+            Some((seen, remembered)) if seen == stamp => Some(remembered.clone()),
             _ => None,
         }
     }
 
-    /// Remembers `record`, read from the file `stamp` names, for `key`.
-    pub(crate) fn put(&self, key: &str, stamp: Stamp, record: Arc<[u8]>) {
+    /// Remembers `record`, read from the file `stamp` names, for `key`, with no piece
+    /// known yet; returns where its pieces are to be learned.
+    pub(crate) fn put(&self, key: &str, stamp: Stamp, record: Arc<[u8]>) -> Option<Arc<Granules>> {
+        let granules = (record_chunk(&record).is_some_and(|chunk| chunk > GRANULE)
+            && (0..=crate::BLOCK_SIZE as i64).contains(&stamp.size))
+        .then(|| Arc::new(Granules::for_len(stamp.size as u64)));
+        let record = Remembered {
+            record,
+            granules: granules.clone(),
+        };
         let mut shard = self.shard(key).lock();
         if let Some(entry) = shard.get_mut(key) {
             *entry = (stamp, record);
-            return;
+            return granules;
         }
         if shard.len() >= CAPACITY / SHARDS {
             // The map's iteration order is random per process: an entry at random.
@@ -111,6 +138,7 @@ impl Records {
             }
         }
         shard.insert(key.into(), (stamp, record));
+        granules
     }
 
     /// Forgets what was remembered for `key`.
@@ -155,11 +183,17 @@ mod tests {
     fn a_record_is_reused_only_for_the_same_file_version_and_stays_bounded() {
         let records = Records::default();
         records.put("a", stamp(1, 5), Arc::from(&b"one"[..]));
-        assert_eq!(records.get("a", &stamp(1, 5)).as_deref(), Some(&b"one"[..]));
+        assert_eq!(
+            records.get("a", &stamp(1, 5)).map(|r| r.record).as_deref(),
+            Some(&b"one"[..])
+        );
         assert!(records.get("a", &stamp(1, 6)).is_none(), "changed since");
         assert!(records.get("a", &stamp(2, 5)).is_none(), "another file");
         records.put("a", stamp(1, 6), Arc::from(&b"two"[..]));
-        assert_eq!(records.get("a", &stamp(1, 6)).as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            records.get("a", &stamp(1, 6)).map(|r| r.record).as_deref(),
+            Some(&b"two"[..])
+        );
         records.forget("a");
         assert!(records.get("a", &stamp(1, 6)).is_none());
         for i in 0..10 * CAPACITY {

@@ -872,6 +872,7 @@ impl Backend for S3Backend {
                 record: object.sums,
                 remembered: false,
                 crc32c: object.crc32c,
+                granules: None,
             });
         };
         // Whole chunks, whether or not the object turns out to have checksums: one
@@ -893,6 +894,7 @@ impl Backend for S3Backend {
                     record: head.sums,
                     remembered: false,
                     crc32c: None,
+                    granules: None,
                 });
             }
             Err(e) => return Err(e),
@@ -913,6 +915,7 @@ impl Backend for S3Backend {
                     record: object.sums,
                     remembered: false,
                     crc32c: None,
+                    granules: None,
                 });
             }
         }
@@ -923,6 +926,7 @@ impl Backend for S3Backend {
             record: object.sums,
             remembered: false,
             crc32c: None,
+            granules: None,
         })
     }
 
