@@ -4,8 +4,9 @@
 //! A checked 4 MiB read costs the copy out of the page cache plus a CRC32C pass over
 //! the copy; one after the other, the check adds 40–50 % to the read on a CPU whose
 //! CRC is slower than its copy. Blocks of 1 MiB and more are read in 512 KiB parts
-//! instead: each part read is offered to a helper thread, which takes its CRC while
-//! the caller reads the next, so that only the last part's check follows the reading.
+//! instead (the last 512 KiB in quarters): each part read is offered to a helper
+//! thread, which takes its CRC while the caller reads the next, so that only the last
+//! quarter part's check follows the reading.
 //! The checking costs the same CPU time; the hand-overs add some (see [`AWAKE`]).
 //!
 //! The helper is one thread per process, started on first use (again in a forked
@@ -35,8 +36,22 @@ const PART: usize = 1 << 19;
 /// Blocks this large and larger (two parts) are read in parts.
 pub(super) const FROM: u64 = 2 * PART as u64;
 
+/// The last [`PART`] of a block is read in parts this large, so that the check left
+/// after the reading is a quarter part's (measured on a 4 MiB read with CRC32C at
+/// 57 GB/s: 10.3 µs for the last whole part, against 150 µs of reading).
+const TAIL: usize = PART / 4;
+
 /// The most parts a block has.
-const MOST: usize = crate::BLOCK_SIZE.div_ceil(PART);
+const MOST: usize = crate::BLOCK_SIZE.div_ceil(PART) - 1 + PART / TAIL;
+
+/// The lengths of the parts of a read of `want` bytes: whole [`PART`]s while more than
+/// one part's bytes remain, then [`TAIL`]s (the very last possibly short).
+fn part_lens(want: usize) -> impl Iterator<Item = usize> {
+    let whole = want.saturating_sub(1) / PART;
+    let rest = want - whole * PART;
+    std::iter::repeat_n(PART, whole)
+        .chain((0..rest.div_ceil(TAIL)).map(move |i| TAIL.min(rest - i * TAIL)))
+}
 
 /// A part's state: offered, being checked by the helper, or checked.
 const OFFERED: u8 = 0;
@@ -96,11 +111,14 @@ pub(super) fn read_whole(
         return Ok(None);
     };
     let spare = &mut out.spare_capacity_mut()[..want];
-    let mut claim = Claim::new(want.div_ceil(PART));
+    let mut claim = Claim::new(part_lens(want).count());
     let mut read = 0;
     let mut last: &[u8] = &[];
     let mut complete = true;
-    for part in spare.chunks_mut(PART) {
+    let mut rest = spare;
+    for len in part_lens(want) {
+        let (part, after) = rest.split_at_mut(len);
+        rest = after;
         let room = part.len();
         let filled = super::sys::pread_into(fd, part, read as u64)?;
         read += filled.len();
@@ -170,7 +188,10 @@ impl Claim {
             let crc = self.take_back(index, true);
             whole = Some(match whole {
                 None => crc,
-                Some(before) => Appender::for_len(PART as u64).join(before, crc),
+                Some(before) => {
+                    let len = self.parts.len[index].load(Ordering::Acquire);
+                    Appender::for_len(len as u64).join(before, crc)
+                }
             });
         }
         self.offered = 0;
@@ -432,9 +453,39 @@ mod tests {
         (0..len).map(|i| (i * 7 + seed + i / 4099) as u8).collect()
     }
 
+    /// Whole parts, then quarter parts for the last part's worth, covering the read
+    /// exactly, never more than the parts a read can track.
+    #[test]
+    fn the_last_part_is_read_in_quarters() {
+        for (want, expected) in [
+            (FROM as usize, vec![PART, TAIL, TAIL, TAIL, TAIL]),
+            (PART + 5, vec![PART, 5]),
+            (PART + TAIL + 1, vec![PART, TAIL, 1]),
+            (2 * PART + 1, vec![PART, PART, 1]),
+        ] {
+            assert_eq!(part_lens(want).collect::<Vec<_>>(), expected, "{want}");
+        }
+        for want in [
+            FROM as usize,
+            3 * PART + 5,
+            crate::BLOCK_SIZE - 1,
+            crate::BLOCK_SIZE,
+        ] {
+            let lens: Vec<usize> = part_lens(want).collect();
+            assert_eq!(lens.iter().sum::<usize>(), want);
+            assert!(lens.len() <= MOST, "{want}: {} parts", lens.len());
+        }
+        assert_eq!(part_lens(crate::BLOCK_SIZE).count(), MOST);
+    }
+
     #[test]
     fn a_large_block_is_read_whole_with_its_crc() {
-        for len in [FROM as usize, 3 * PART + 5, 4 * PART] {
+        for len in [
+            FROM as usize,
+            3 * PART + 5,
+            4 * PART + TAIL + 3,
+            crate::BLOCK_SIZE,
+        ] {
             let data = block(len, 1);
             let file = file_with(&data);
             let mut out = Vec::with_capacity(len);
