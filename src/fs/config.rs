@@ -33,9 +33,11 @@ pub struct FsConfig {
     /// The chunk each checksum covers, in KiB: a power of two from 4 to 1024. Default
     /// 8: a 4 KiB range reads and checks 8 KiB, and a 4 MiB block's record (2,072
     /// bytes) fits every filesystem with 4 KiB blocks, so copies with their attributes
-    /// keep their checksums anywhere. 4 makes small ranges cheaper where the filesystem
-    /// holds the 4,120-byte record (XFS, btrfs, tmpfs; not ext4, where the store takes
-    /// the smallest chunk that fits, shown by `health` as `checksum_chunk`).
+    /// keep their checksums anywhere. 4 makes a chunk's first small range cheaper where
+    /// the filesystem holds the 4,120-byte record (XFS, btrfs, tmpfs; not ext4, where
+    /// the store takes the smallest chunk that fits, shown by `health` as
+    /// `checksum_chunk`); later ranges of a hot block check 1 KiB pieces whatever the
+    /// chunk (see `# Checksums` on [`FsStore`](crate::FsStore)).
     #[serde(default = "default_chunk_kib")]
     pub checksum_chunk_kib: u64,
 }
