@@ -41,7 +41,7 @@
 //! those pieces: a 4 KiB read 4 KiB (5 KiB off a piece edge) instead of 8 or 16. The
 //! pieces are as trustworthy as the record they were checked against and are dropped
 //! with it; the filesystem keeps them beside the records it remembers (see
-//! [`FsStore`](crate::FsStore), `# Remembered records`).
+//! [`FsStore`](crate::FsStore), `# Checksums`).
 //!
 //! # What checksums cannot see
 //!
