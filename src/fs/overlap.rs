@@ -3,20 +3,22 @@
 //!
 //! A checked 4 MiB read costs the copy out of the page cache plus a CRC32C pass over
 //! the copy; one after the other, the check adds 40–50 % to the read on a CPU whose
-//! CRC is slower than its copy. Blocks of 1 MiB and more are read in 512 KiB parts
-//! instead (the last 512 KiB in quarters): each part read is offered to a helper
-//! thread, which takes its CRC while the caller reads the next, so that only the last
-//! quarter part's check follows the reading.
-//! The checking costs the same CPU time; the hand-overs add some (see [`AWAKE`]).
+//! CRC is slower than its copy. Blocks of 1 MiB and more are read in parts instead
+//! (512 KiB, then halving to 64 KiB towards the end: [`part_lens`]): each part is
+//! offered to a helper thread as soon as it is read, and the helper takes its CRC
+//! while the caller reads the next, so that only the last 64 KiB's check follows the
+//! reading. The checking costs the same CPU time; the hand-overs add some (see
+//! [`AWAKE`]).
 //!
 //! The helper is one thread per process, started on first use (again in a forked
-//! child, which inherits no threads). It is never waited for in line: when the
-//! reading is done the caller claims every part the helper has not started and
-//! checks it itself, so a busy helper (another read's parts, a stalled CPU) costs at
-//! most the one part it is working on. It is offered nothing while as many large
-//! reads as the process has CPUs are in progress, or when the reading thread may run
-//! on one CPU only (asked at each read: affinity can change), and where no thread can
-//! be started the caller checks every part.
+//! child, which inherits no threads). It is never waited for long: when the reading
+//! is done the caller claims every part the helper has not started and checks it
+//! itself, and if the helper is still on a part a check's time later (it lost its
+//! CPU), the caller leaves it that part's buffer and returns a copy ([`Late`]). It is
+//! offered nothing while as many large reads as the process has CPUs are in
+//! progress, or when the reading thread may run on one CPU only (asked at each read:
+//! affinity can change), and where no thread can be started the caller checks every
+//! part.
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -30,27 +32,54 @@ use rustix::io::Errno;
 
 use crate::crc::{crc32c, join, Appender};
 
-/// Bytes read per call, and checked per step.
+/// The longest part: bytes read per call in the body of a large read.
 const PART: usize = 1 << 19;
 
 /// Blocks this large and larger (two parts) are read in parts.
 pub(super) const FROM: u64 = 2 * PART as u64;
 
-/// The last [`PART`] of a block is read in parts this large, so that the check left
-/// after the reading is a quarter part's (measured on a 4 MiB read with CRC32C at
-/// 57 GB/s: 10.3 µs for the last whole part, against 150 µs of reading).
-const TAIL: usize = PART / 4;
+/// The last two parts of a read are this long.
+const LAST: usize = 1 << 16;
+
+/// The lengths of the parts of a read of `want` bytes, last first, and how many: two
+/// of [`LAST`], then each twice the one after it up to [`PART`], the first taking
+/// what is left (less than twice the one after it, so never a sliver).
+const fn plan(want: usize) -> ([usize; 32], usize) {
+    let mut lens = [0; 32];
+    let mut count = 0;
+    let mut left = want;
+    let mut next = LAST;
+    while left > 0 {
+        let take = if left < 2 * next || count + 1 == lens.len() {
+            left
+        } else {
+            next
+        };
+        lens[count] = take;
+        count += 1;
+        left -= take;
+        if count > 1 && next < PART {
+            next *= 2;
+        }
+    }
+    (lens, count)
+}
 
 /// The most parts a block has.
-const MOST: usize = crate::BLOCK_SIZE.div_ceil(PART) - 1 + PART / TAIL;
+const MOST: usize = plan(crate::BLOCK_SIZE).1;
 
-/// The lengths of the parts of a read of `want` bytes: whole [`PART`]s while more than
-/// one part's bytes remain, then [`TAIL`]s (the very last possibly short).
+/// The lengths of the parts of a read of `want` bytes (at most a block's), in order.
+///
+/// The helper checks a part in about half the time its reading takes (here, 512 KiB
+/// in 10 µs against 20 µs), so with each of the last parts half the one before it,
+/// it finishes each as the reader finishes the next: what is left after the reading
+/// is the last 64 KiB's check (1.3 µs). A 4 MiB block is 11 reads: seven of 512 KiB,
+/// then 256, 128, 64 and 64 KiB (measured against seven and four quarters of
+/// 512 KiB: 0.81 of an unchecked read for both, the check after the reading 1.3 µs
+/// against 2.5 µs).
 fn part_lens(want: usize) -> impl Iterator<Item = usize> {
-    let whole = want.saturating_sub(1) / PART;
-    let rest = want - whole * PART;
-    std::iter::repeat_n(PART, whole)
-        .chain((0..rest.div_ceil(TAIL)).map(move |i| TAIL.min(rest - i * TAIL)))
+    let (lens, count) = plan(want);
+    lens.into_iter().take(count).rev()
 }
 
 /// A part's state: offered, being checked by the helper, or checked.
@@ -67,6 +96,8 @@ struct Parts {
     crc: [AtomicU32; MOST],
     /// Signalled when the helper finishes a part.
     done: Mutex<()>,
+    /// The reader's buffer, when it left the helper checking a part of it.
+    kept: Mutex<Option<Vec<u8>>>,
     finished: Condvar,
 }
 
@@ -75,8 +106,8 @@ impl Parts {
     ///
     /// # Safety
     /// Only while the part is claimed (by the helper, `TAKEN`, or by the caller) and
-    /// the caller has not returned: [`Claim`] makes the caller wait for every part the
-    /// helper claimed before it gives its buffer back.
+    /// its buffer is alive: [`Claim`] makes the caller wait for every part the helper
+    /// claimed before it gives its buffer back, or leave the buffer in `kept`.
     unsafe fn bytes(&self, index: usize) -> &[u8] {
         let start = self.start[index].load(Ordering::Acquire) as *const u8;
         let len = self.len[index].load(Ordering::Acquire);
@@ -111,32 +142,34 @@ pub(super) fn read_whole(
         return Ok(None);
     };
     let spare = &mut out.spare_capacity_mut()[..want];
-    let mut claim = Claim::new(part_lens(want).count());
+    let count = part_lens(want).count();
+    let mut claim = Claim::new(count);
     let mut read = 0;
     let mut last: &[u8] = &[];
     let mut complete = true;
     let mut rest = spare;
-    for len in part_lens(want) {
+    for (index, len) in part_lens(want).enumerate() {
         let (part, after) = rest.split_at_mut(len);
         rest = after;
-        let room = part.len();
         let filled = super::sys::pread_into(fd, part, read as u64)?;
         read += filled.len();
-        if !last.is_empty() {
-            claim.offer(&helper, last);
-        }
-        last = filled;
-        if last.len() < room {
+        if filled.len() < len {
             complete = false;
             break;
+        }
+        // Every part but the last goes to the helper as soon as it is read.
+        if index + 1 < count {
+            claim.offer(&helper, filled);
+        } else {
+            last = filled;
         }
     }
     let own = complete.then(|| crc32c(last));
     let last_len = last.len() as u64;
-    let before = claim.finish();
     // SAFETY: `pread_into` initialised the first `read` bytes of the spare capacity,
     // part after part with no gap (the loop stops at the first short part).
     unsafe { out.set_len(read) };
+    let before = claim.finish(out);
     Ok(match (own, before) {
         (None, _) => None,
         (Some(own), None) => Some(own),
@@ -164,6 +197,7 @@ impl Claim {
                 state: [const { AtomicU8::new(OFFERED) }; MOST],
                 crc: [const { AtomicU32::new(0) }; MOST],
                 done: Mutex::new(()),
+                kept: Mutex::new(None),
                 finished: Condvar::new(),
             }),
             offered: 0,
@@ -181,79 +215,132 @@ impl Claim {
         let _ = helper.send(Offer(self.parts.clone(), index, more));
     }
 
-    /// The CRC of every offered part, in order, joined.
-    fn finish(mut self) -> Option<u32> {
-        let mut whole = None;
+    /// The CRC of every offered part, in order, joined; `out` holds the read.
+    ///
+    /// A part the helper is still checking after [`SETTLING`] means it lost its CPU
+    /// (to another process or the hypervisor), possibly for milliseconds: rather than
+    /// wait, this hands `out`'s buffer to the parts (freed when the helper is done with
+    /// them), leaves a copy in `out` and checks the rest from the copy.
+    fn finish(mut self, out: &mut Vec<u8>) -> Option<u32> {
+        let mut whole: Option<u32> = None;
+        let mut at = 0;
+        let mut handed = false;
+        let mut own = 0;
         for index in 0..self.offered {
-            let crc = self.take_back(index, true);
+            let len = self.parts.len[index].load(Ordering::Acquire);
+            let crc = match (handed, self.take_back(index)) {
+                (true, _) => crc32c(&out[at..at + len]),
+                (false, Back::Checked(crc)) => crc,
+                (false, Back::Own(crc)) => {
+                    own += 1;
+                    crc
+                }
+                (false, Back::Busy) => {
+                    Late::now();
+                    #[cfg(test)]
+                    HANDED.fetch_add(1, Ordering::Relaxed);
+                    let copy = out.clone();
+                    *self.parts.kept.lock() = Some(std::mem::replace(out, copy));
+                    handed = true;
+                    crc32c(&out[at..at + len])
+                }
+            };
+            at += len;
             whole = Some(match whole {
                 None => crc,
-                Some(before) => {
-                    let len = self.parts.len[index].load(Ordering::Acquire);
-                    Appender::for_len(len as u64).join(before, crc)
-                }
+                Some(before) => Appender::for_len(len as u64).join(before, crc),
             });
         }
+        if 2 * own > self.offered {
+            // The helper got no CPU for most of the read.
+            Late::now();
+        }
+        // Every part is settled or the helper's parts are kept alive by `parts`.
         self.offered = 0;
         whole
     }
 
-    /// Takes part `index` back from the helper, waiting if it has started on it; its
-    /// CRC when `wanted` (taken here if the helper has not started it, else 0).
-    fn take_back(&self, index: usize, wanted: bool) -> u32 {
+    /// Takes part `index` back from the helper: its CRC, the helper's or (if the
+    /// helper has not started it) taken here, or `Busy` if the helper is still on it
+    /// after [`SETTLING`].
+    fn take_back(&self, index: usize) -> Back {
         let parts = &self.parts;
         let claimed =
             parts.state[index].compare_exchange(OFFERED, DONE, Ordering::AcqRel, Ordering::Acquire);
         if claimed.is_ok() {
             // SAFETY: claimed here, within the call whose buffer holds it.
-            return if wanted {
-                crc32c(unsafe { parts.bytes(index) })
-            } else {
-                0
-            };
+            return Back::Own(crc32c(unsafe { parts.bytes(index) }));
         }
         // The helper is at most one part's check away: wait awake for about that long.
-        let waiting = Instant::now();
-        let until = waiting + SETTLING;
-        while parts.state[index].load(Ordering::Acquire) != DONE && Instant::now() < until {
+        let until = Instant::now() + SETTLING;
+        loop {
+            if parts.state[index].load(Ordering::Acquire) == DONE {
+                return Back::Checked(parts.crc[index].load(Ordering::Acquire));
+            }
+            if Instant::now() >= until {
+                return Back::Busy;
+            }
             std::hint::spin_loop();
+        }
+    }
+
+    /// Waits until the helper is done with part `index`, however long that takes.
+    fn wait(&self, index: usize) {
+        let parts = &self.parts;
+        if parts.state[index]
+            .compare_exchange(OFFERED, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
         }
         let mut guard = parts.done.lock();
         while parts.state[index].load(Ordering::Acquire) != DONE {
             parts.finished.wait(&mut guard);
         }
-        drop(guard);
-        if waiting.elapsed() > LATE {
-            // Far longer than a check and a wake-up take: the helper lost its CPU.
-            Late::now();
-        }
-        parts.crc[index].load(Ordering::Acquire)
     }
+}
+
+/// How many reads left the helper their buffer.
+#[cfg(test)]
+static HANDED: AtomicUsize = AtomicUsize::new(0);
+
+/// A part taken back from the helper.
+enum Back {
+    /// Checked by the helper: its CRC.
+    Checked(u32),
+    /// Not started by the helper, so checked here: its CRC.
+    Own(u32),
+    /// The helper is still on it.
+    Busy,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         for index in 0..self.offered {
-            self.take_back(index, false);
+            self.wait(index);
         }
     }
 }
 
-/// When a read last waited for the helper longer than a check takes: the helper lost
-/// its CPU mid-part, to other processes (which [`Alone`] does not count) or to the
-/// hypervisor. A read must then wait until the scheduler runs the helper again
-/// (milliseconds, measured: with a busy neighbour, 4 MiB reads kept 0.59 of unchecked
-/// with the helper, where reading alone keeps about 0.70), so for [`LATE_FOR`] after
-/// that, reads check their own parts.
+/// When the helper was last late, and how long reads leave it alone since.
+///
+/// A helper still on a part when the reading is done lost its CPU mid-part, to
+/// another process (which [`Alone`] does not count) or to the hypervisor, possibly
+/// for milliseconds; the read hands its buffer over rather than wait (see
+/// [`Claim::finish`]), at the cost of a copy. Once is chance (a few times a second
+/// on a busy virtual machine); late again soon after reads resumed offering is a
+/// neighbour keeping that CPU busy, where each read would pay the copy. A read whose
+/// parts the helper mostly never started counts as late too: with a neighbour
+/// spinning on the other CPU, reading in parts and checking them all costs more than
+/// reading in one call (0.625 of unchecked against 0.638, measured). So after each
+/// late, reads check their own parts for a while: 1 ms, doubled each time the helper
+/// is late again within twice that of the last time, up to about a second (with a
+/// busy neighbour: 0.646, as reading alone; on this noisy machine otherwise: 1 % of
+/// reads went alone, where a second after each late sent 58 % alone).
 struct Late;
 
-/// A wait for one part that shows the helper lost its CPU: a 512 KiB check takes
-/// 25–35 µs here, waking the helper tens of microseconds, a time slice lost to
-/// another process milliseconds.
-const LATE: Duration = Duration::from_micros(500);
-
-/// How long reads leave the helper alone after it was late.
-const LATE_FOR: Duration = Duration::from_secs(1);
+/// The longest reads leave the helper alone: 1 ms << this.
+const STEPS: u64 = 10;
 
 impl Late {
     /// The time since the first use, in microseconds (0 never happens: it is `None`).
@@ -262,20 +349,42 @@ impl Late {
         START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
     }
 
-    fn at() -> &'static AtomicU64 {
-        static AT: AtomicU64 = AtomicU64::new(0);
-        &AT
+    /// When it was last late (microseconds, in the high bits) and the step (low 4).
+    fn state() -> &'static AtomicU64 {
+        static STATE: AtomicU64 = AtomicU64::new(0);
+        &STATE
+    }
+
+    /// How long reads leave the helper alone at `step`, in microseconds.
+    fn stand_aside(step: u64) -> u64 {
+        1000 << step
+    }
+
+    /// The state after the helper was late at `now` (microseconds) in `state`.
+    fn after(state: u64, now: u64) -> u64 {
+        let (at, step) = (state >> 4, state & 15);
+        let soon = at != 0 && now.saturating_sub(at) < 2 * Late::stand_aside(step);
+        let step = if soon { (step + 1).min(STEPS) } else { 0 };
+        now << 4 | step
+    }
+
+    /// Whether reads leave the helper alone at `now` in `state`.
+    fn alone(state: u64, now: u64) -> bool {
+        let (at, step) = (state >> 4, state & 15);
+        at != 0 && now.saturating_sub(at) < Late::stand_aside(step)
     }
 
     /// Notes that the helper was late now.
     fn now() {
-        Late::at().store(Late::micros(), Ordering::Relaxed);
+        let now = Late::micros();
+        let _ = Late::state().fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+            Some(Late::after(state, now))
+        });
     }
 
-    /// Whether the helper was late within [`LATE_FOR`].
+    /// Whether reads leave the helper alone now.
     fn recently() -> bool {
-        let at = Late::at().load(Ordering::Relaxed);
-        at != 0 && Late::micros().saturating_sub(at) < LATE_FOR.as_micros() as u64
+        Late::alone(Late::state().load(Ordering::Acquire), Late::micros())
     }
 }
 
@@ -316,8 +425,8 @@ fn check(offers: Receiver<Offer>) {
 /// has nothing else to do (see [`READING`]).
 const AWAKE: Duration = Duration::from_micros(100);
 
-/// How long a reader spins for a part the helper is checking (about 25 µs at 20 GB/s)
-/// before it sleeps.
+/// How long a reader spins for a part the helper is checking before it leaves the
+/// helper its buffer: a 512 KiB part takes 10 µs at 50 GB/s, 25 µs at 20 GB/s.
 const SETTLING: Duration = Duration::from_micros(50);
 
 /// The next offer: polled for [`AWAKE`] when one is `due`, then waited for; `None`
@@ -453,29 +562,185 @@ mod tests {
         (0..len).map(|i| (i * 7 + seed + i / 4099) as u8).collect()
     }
 
-    /// Whole parts, then quarter parts for the last part's worth, covering the read
-    /// exactly, never more than the parts a read can track.
+    /// Parts of 512 KiB, then halving to two of 64 KiB, covering the read exactly,
+    /// the first never shorter than the second, never more parts than a read tracks.
     #[test]
-    fn the_last_part_is_read_in_quarters() {
+    fn the_last_parts_halve_down_to_64_kib() {
+        const K: usize = 1024;
         for (want, expected) in [
-            (FROM as usize, vec![PART, TAIL, TAIL, TAIL, TAIL]),
-            (PART + 5, vec![PART, 5]),
-            (PART + TAIL + 1, vec![PART, TAIL, 1]),
-            (2 * PART + 1, vec![PART, PART, 1]),
+            (FROM as usize, vec![PART, 256 * K, 128 * K, LAST, LAST]),
+            (PART + 5, vec![256 * K + 5, 128 * K, LAST, LAST]),
+            (2 * PART + 1, vec![PART + 1, 256 * K, 128 * K, LAST, LAST]),
+            (
+                crate::BLOCK_SIZE,
+                [vec![PART; 7], vec![256 * K, 128 * K, LAST, LAST]].concat(),
+            ),
+            (100, vec![100]),
+            (LAST + 1, vec![LAST + 1]),
         ] {
             assert_eq!(part_lens(want).collect::<Vec<_>>(), expected, "{want}");
         }
-        for want in [
-            FROM as usize,
-            3 * PART + 5,
-            crate::BLOCK_SIZE - 1,
-            crate::BLOCK_SIZE,
-        ] {
+        for want in (1..=crate::BLOCK_SIZE)
+            .step_by(4093)
+            .chain([crate::BLOCK_SIZE])
+        {
             let lens: Vec<usize> = part_lens(want).collect();
             assert_eq!(lens.iter().sum::<usize>(), want);
             assert!(lens.len() <= MOST, "{want}: {} parts", lens.len());
+            assert!(lens.len() < 2 || lens[0] >= lens[1], "{want}: {lens:?}");
+            assert!(lens.iter().all(|&len| len > 0 && len < 2 * PART), "{want}");
         }
         assert_eq!(part_lens(crate::BLOCK_SIZE).count(), MOST);
+    }
+
+    /// A helper still on a part when the reading is done is left that part's buffer;
+    /// the caller returns a copy and checks the rest itself, and the buffer is freed
+    /// once the helper lets go of the parts.
+    #[test]
+    fn a_busy_helper_is_left_the_buffer_and_the_caller_gets_a_copy() {
+        let data = block(3 * PART, 4);
+        let mut out = data.clone();
+        let (offers, taken) = crossbeam_channel::unbounded();
+        let mut claim = Claim::new(4);
+        for part in out.chunks(PART) {
+            claim.offer(&offers, part);
+        }
+        let parts = claim.parts.clone();
+        // The helper checked the first part and started the second, then lost its CPU.
+        let first = taken.recv().expect("first offer");
+        first.0.crc[0].store(crc32c(&data[..PART]), Ordering::Release);
+        first.0.state[0].store(DONE, Ordering::Release);
+        let second = taken.recv().expect("second offer");
+        second.0.state[1].store(TAKEN, Ordering::Release);
+        let given = out.as_ptr();
+        let crc = claim.finish(&mut out);
+        assert_eq!(crc, Some(crc32c(&data)));
+        assert!(out == data, "the copy differs");
+        assert_ne!(
+            out.as_ptr(),
+            given,
+            "the caller kept the buffer the helper reads"
+        );
+        let kept = parts.kept.lock().as_ref().map(|kept| kept.as_ptr());
+        assert_eq!(kept, Some(given), "the helper's buffer was not kept");
+        // The third part was the caller's: the helper finds it taken back.
+        assert_eq!(parts.state[2].load(Ordering::Acquire), DONE);
+        // The helper finishing and letting go of its offers frees the buffer.
+        second.0.state[1].store(DONE, Ordering::Release);
+        drop((first, second, taken, offers));
+        assert_eq!(
+            Arc::strong_count(&parts),
+            1,
+            "something else holds the parts"
+        );
+    }
+
+    /// Real reads while another thread keeps the helper's CPU busy: the helper is
+    /// preempted mid-part, reads hand it their buffers or check alone, and every
+    /// read is whole and right.
+    #[test]
+    fn reads_stay_right_while_the_helper_loses_its_cpu() {
+        let Some(helper_cpu) = (|| {
+            let mine = rustix::thread::sched_getaffinity(None).ok()?;
+            let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&cpu| mine.is_set(cpu))
+                .collect();
+            (cpus.len() > 1).then(|| cpus[cpus.len() - 1])
+        })() else {
+            return; // one CPU: no helper to take it from
+        };
+        let data = block(crate::BLOCK_SIZE, 6);
+        let file = file_with(&data);
+        let mut out = Vec::with_capacity(data.len());
+        read_whole(file.as_fd(), &mut out, data.len()).expect("start the helper");
+        let Some(tid) = helper_tid() else {
+            return; // no helper thread (a forked child's test run, no threads left)
+        };
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(helper_cpu);
+        let pinned = rustix::thread::sched_setaffinity(Some(tid), &one).is_ok();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let _late = LATE_TESTS.lock();
+        let handed = HANDED.load(Ordering::Relaxed);
+        thread::scope(|scope| {
+            // A neighbour on the helper's CPU, spinning in bursts.
+            scope.spawn(|| {
+                let _ = rustix::thread::sched_setaffinity(None, &one);
+                while !stop.load(Ordering::Relaxed) {
+                    let burst = Instant::now();
+                    while burst.elapsed() < Duration::from_millis(3) {
+                        std::hint::spin_loop();
+                    }
+                    thread::sleep(Duration::from_micros(700));
+                }
+            });
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(1)
+                || (pinned
+                    && HANDED.load(Ordering::Relaxed) == handed
+                    && started.elapsed() < Duration::from_secs(20))
+            {
+                // Every read offers its parts (the stand-aside is what another test shows).
+                Late::state().store(0, Ordering::Release);
+                let mut out = Vec::with_capacity(data.len());
+                let crc = read_whole(file.as_fd(), &mut out, data.len()).expect("read");
+                assert!(out == data, "a read came back wrong");
+                if let Some(crc) = crc {
+                    assert_eq!(crc, crc32c(&data));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        if pinned {
+            let all = rustix::thread::sched_getaffinity(None).expect("affinity");
+            let _ = rustix::thread::sched_setaffinity(Some(tid), &all);
+        }
+        assert!(
+            !pinned || HANDED.load(Ordering::Relaxed) > handed,
+            "the helper was never caught mid-part: the test did not test the hand-over"
+        );
+    }
+
+    /// Held by tests that set or rely on the process's [`Late`] state.
+    static LATE_TESTS: Mutex<()> = parking_lot::const_mutex(());
+
+    /// The helper thread's id, from its name in `/proc/self/task`.
+    fn helper_tid() -> Option<rustix::thread::Pid> {
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find_map(|task| {
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+                (comm.trim() == "blockstore-chec").then(|| rustix::thread::Pid::from_raw(tid))?
+            })
+    }
+
+    /// Late once: reads leave the helper alone for 1 ms. Late again within twice the
+    /// stand-aside: twice as long, up to about a second. Late after a quiet spell:
+    /// back to 1 ms.
+    #[test]
+    fn lateness_soon_after_lateness_leaves_the_helper_alone_longer() {
+        let t = 1_000_000;
+        let once = Late::after(0, t);
+        assert!(Late::alone(once, t + 999));
+        assert!(!Late::alone(once, t + 1000));
+        let twice = Late::after(once, t + 1500);
+        assert!(Late::alone(twice, t + 1500 + 1999));
+        assert!(!Late::alone(twice, t + 1500 + 2000));
+        let mut state = twice;
+        let mut at = t + 1500;
+        for _ in 0..20 {
+            at += Late::stand_aside(state & 15) + 10;
+            state = Late::after(state, at);
+        }
+        assert!(
+            Late::alone(state, at + 1_000_000),
+            "never climbed to a second"
+        );
+        assert!(!Late::alone(state, at + 1_030_000), "climbed past a second");
+        let quiet = Late::after(state, at + 10_000_000);
+        assert!(!Late::alone(quiet, at + 10_000_000 + 1000));
     }
 
     #[test]
@@ -483,7 +748,7 @@ mod tests {
         for len in [
             FROM as usize,
             3 * PART + 5,
-            4 * PART + TAIL + 3,
+            4 * PART + LAST + 3,
             crate::BLOCK_SIZE,
         ] {
             let data = block(len, 1);
@@ -491,20 +756,46 @@ mod tests {
             let mut out = Vec::with_capacity(len);
             let crc = read_whole(file.as_fd(), &mut out, len).expect("read");
             assert!(out == data, "{len} bytes read back differ");
-            // A helper late in this or another test leaves reads alone a while.
-            if several_cpus() && !Late::recently() {
-                assert_eq!(crc, Some(crc32c(&data)), "{len}");
+            if let Some(crc) = crc {
+                assert_eq!(crc, crc32c(&data), "{len}");
             }
+        }
+        // Reads go alone while the helper is left alone or other tests' reads take
+        // the CPUs: with the helper free, one soon takes its CRC as it reads.
+        if !several_cpus() {
+            return;
+        }
+        let _late = LATE_TESTS.lock();
+        let data = block(crate::BLOCK_SIZE, 2);
+        let file = file_with(&data);
+        let started = Instant::now();
+        loop {
+            Late::state().store(0, Ordering::Release);
+            let mut out = Vec::with_capacity(data.len());
+            let crc = read_whole(file.as_fd(), &mut out, data.len()).expect("read");
+            assert!(out == data);
+            if let Some(crc) = crc {
+                assert_eq!(crc, crc32c(&data));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no read used the helper"
+            );
+            thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// After the helper was late (lost its CPU mid-part), reads check their own parts
-    /// for a while, and read the same bytes.
+    /// After the helper was late again and again, reads check their own parts for a
+    /// while, and read the same bytes.
     #[test]
     fn a_late_helper_is_left_alone_for_a_while() {
+        let _late = LATE_TESTS.lock();
         let data = block(4 * PART, 3);
         let file = file_with(&data);
-        Late::now();
+        for _ in 0..=STEPS {
+            Late::now();
+        }
         assert!(Late::recently());
         let mut out = Vec::with_capacity(data.len());
         let crc = read_whole(file.as_fd(), &mut out, data.len()).expect("read");
