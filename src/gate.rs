@@ -12,7 +12,6 @@
 //! error that says to open a new store, and `close` returns at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Once;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -28,15 +27,40 @@ extern "C" fn forked_child() {
 
 /// The fork generation of this process: how many forks lie between the first process
 /// that used the crate and this one.
+///
+/// The handler is registered on first use. Not with a `Once`: a child forked while a
+/// thread of its parent was inside it would wait for ever for a thread it does not
+/// have. Instead the registering process's id is noted first, and a process that
+/// finds registration begun by another process (its parent, at the fork) and not
+/// finished does it itself (registered twice, the counter moves by two: still moved).
 pub(crate) fn fork_generation() -> u64 {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic, which is
-        // async-signal-safe as a fork child handler must be.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forked_child));
+    /// The id of the process registering the handler (high bits) and whether it is
+    /// done (bit 0; a registered handler is inherited by children with this).
+    static REGISTER: AtomicU64 = AtomicU64::new(0);
+    let pid = u64::from(std::process::id());
+    loop {
+        let state = REGISTER.load(Ordering::Acquire);
+        if state & 1 == 1 {
+            break;
         }
-    });
+        if state >> 1 == pid {
+            // Another thread of this process is registering it right now.
+            std::hint::spin_loop();
+            continue;
+        }
+        if REGISTER
+            .compare_exchange(state, pid << 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: registers a handler that only touches an atomic, which is
+            // async-signal-safe as a fork child handler must be.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(forked_child));
+            }
+            REGISTER.store(pid << 1 | 1, Ordering::Release);
+            break;
+        }
+    }
     FORK_GENERATION.load(Ordering::SeqCst)
 }
 

@@ -882,7 +882,6 @@ fn fork_during_first_reads_child() {
 /// none waits for ever on state a parent thread was setting up at the fork. Each try
 /// is a fresh process, so the reads really are its first.
 #[test]
-#[ignore = "hangs half the children: a parent thread's first read was setting up process-wide state (fixed next)"]
 fn a_child_forked_during_the_first_large_reads_reads_its_block() {
     let dir = tempfile::tempdir().unwrap();
     let mut outcomes = std::collections::BTreeMap::<String, Vec<u64>>::new();

@@ -7,7 +7,12 @@
 //! multiplication by a fixed power is a linear map of 32 bits, kept as eight 16-entry
 //! tables per chunk size: eight lookups instead of the ~12 µs a general combine costs.
 
-use std::sync::OnceLock;
+/// A value made on first use and kept for the life of the process, which never
+/// makes a caller wait: two threads arriving first may both make it (one is kept).
+/// A `OnceLock` makes the second wait for the first, and a child forked while a
+/// thread of its parent was making the value waits for ever for a thread it does
+/// not have.
+pub(crate) type Made<T> = once_cell::race::OnceBox<T>;
 
 #[cfg(target_arch = "x86_64")]
 mod vpclmul;
@@ -95,23 +100,26 @@ pub(crate) enum Engine {
     Wide,
 }
 
-/// The engine for this CPU, decided once.
+/// The engine for this CPU, decided once (see [`Made`] for why without `OnceLock`).
 pub(crate) fn engine() -> Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    *ENGINE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let wide = std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("vpclmulqdq");
-            if !wide && vpclmul::available() {
-                return Engine::Wide;
-            }
-            if !wide && std::arch::is_x86_feature_detected!("sse4.2") {
-                return Engine::Instruction;
-            }
+    static ENGINE: Made<Engine> = Made::new();
+    *ENGINE.get_or_init(|| Box::new(pick()))
+}
+
+/// The engine for this CPU.
+fn pick() -> Engine {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let wide = std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("vpclmulqdq");
+        if !wide && vpclmul::available() {
+            return Engine::Wide;
         }
-        Engine::Folding
-    })
+        if !wide && std::arch::is_x86_feature_detected!("sse4.2") {
+            return Engine::Instruction;
+        }
+    }
+    Engine::Folding
 }
 
 /// `a · b` modulo the polynomial.
@@ -179,11 +187,11 @@ impl Appender {
     /// The appender for pieces of `len` bytes, a power of two from 1 KiB to 1 MiB (made
     /// once per process); others are built on the spot.
     pub(crate) fn for_len(len: u64) -> std::borrow::Cow<'static, Appender> {
-        static MADE: [OnceLock<Appender>; 11] = [const { OnceLock::new() }; 11];
+        static MADE: [Made<Appender>; 11] = [const { Made::new() }; 11];
         let slot = len.trailing_zeros().wrapping_sub(10) as usize;
         match MADE.get(slot) {
             Some(made) if len.is_power_of_two() => {
-                std::borrow::Cow::Borrowed(made.get_or_init(|| Appender::new(len)))
+                std::borrow::Cow::Borrowed(made.get_or_init(|| Box::new(Appender::new(len))))
             }
             _ => std::borrow::Cow::Owned(Appender::new(len)),
         }

@@ -18,7 +18,6 @@ use std::arch::x86_64::{
     _mm_clmulepi64_si128, _mm_crc32_u64, _mm_cvtsi128_si64, _mm_cvtsi32_si128, _mm_extract_epi64,
     _mm_set_epi64x, _mm_xor_si128,
 };
-use std::sync::OnceLock;
 
 /// Below this many bytes the `crc32` instruction alone is as fast.
 const SHORT: usize = 256;
@@ -27,14 +26,14 @@ const SHORT: usize = 256;
 /// modulo the polynomial (the carry-less product of two reflected values carries
 /// one extra factor of `x`), for `d` = 1024, 256 and 128.
 fn keys() -> &'static [[u64; 2]; 3] {
-    static KEYS: OnceLock<[[u64; 2]; 3]> = OnceLock::new();
+    static KEYS: super::Made<[[u64; 2]; 3]> = super::Made::new();
     KEYS.get_or_init(|| {
-        [1024, 256, 128].map(|d| {
+        Box::new([1024, 256, 128].map(|d| {
             [
                 u64::from(super::x_power(d + 31)),
                 u64::from(super::x_power(d - 33)),
             ]
-        })
+        }))
     })
 }
 

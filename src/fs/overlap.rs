@@ -22,7 +22,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -251,7 +251,7 @@ impl Claim {
                 Some(before) => Appender::for_len(len as u64).join(before, crc),
             });
         }
-        if 2 * own > self.offered {
+        if 2 * own > self.offered && at >= WAKES {
             // The helper got no CPU for most of the read.
             Late::now();
         }
@@ -330,7 +330,8 @@ impl Drop for Claim {
 /// [`Claim::finish`]), at the cost of a copy. Once is chance (a few times a second
 /// on a busy virtual machine); late again soon after reads resumed offering is a
 /// neighbour keeping that CPU busy, where each read would pay the copy. A read whose
-/// parts the helper mostly never started counts as late too: with a neighbour
+/// parts the helper mostly never started counts as late too (if long enough for it
+/// to wake: [`WAKES`]): with a neighbour
 /// spinning on the other CPU, reading in parts and checking them all costs more than
 /// reading in one call (0.625 of unchecked against 0.638, measured). So after each
 /// late, reads check their own parts for a while: 1 ms, doubled each time the helper
@@ -339,14 +340,18 @@ impl Drop for Claim {
 /// reads went alone, where a second after each late sent 58 % alone).
 struct Late;
 
+/// Reads that offer the helper this much (1.5 MiB) give it time to wake from its
+/// sleep (tens of microseconds on a virtual machine) and take most parts; in shorter
+/// ones the reader takes most parts back anyway, which says nothing about the CPU.
+const WAKES: usize = 3 * PART;
+
 /// The longest reads leave the helper alone: 1 ms << this.
 const STEPS: u64 = 10;
 
 impl Late {
-    /// The time since the first use, in microseconds (0 never happens: it is `None`).
+    /// The monotonic clock, in microseconds, never 0 (which stands for never).
     fn micros() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
+        monotonic_micros().max(1)
     }
 
     /// When it was last late (microseconds, in the high bits) and the step (low 4).
@@ -500,12 +505,38 @@ fn several_cpus() -> bool {
 
 /// The CPUs the calling thread may run on now: its affinity (one system call, asked
 /// each time: a container's cpuset or a `taskset` can narrow it at any moment), within
-/// the cgroup quota found at first use (which reads files).
+/// what the standard library finds (the cgroup quota as well, which reads files:
+/// about 85 µs, so asked again at most once every [`QUOTA_FOR`], which is also how
+/// soon a process started on one CPU and widened later uses the helper).
+///
+/// Nothing here blocks: a child forked while another thread of its parent was
+/// asking must not wait for that thread, which it does not have (a `OnceLock` did,
+/// for ever).
 fn cpus() -> usize {
-    static QUOTA: OnceLock<usize> = OnceLock::new();
-    let quota = *QUOTA.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    let now = monotonic_micros();
+    let known = QUOTA.load(Ordering::Acquire);
+    let quota = if known != 0 && now.saturating_sub(known >> 16) < QUOTA_FOR.as_micros() as u64 {
+        (known & 0xffff) as usize
+    } else {
+        let quota = thread::available_parallelism().map_or(1, |n| n.get().min(0xffff));
+        QUOTA.store(now << 16 | quota as u64, Ordering::Release);
+        quota
+    };
     let affinity = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
     quota.min(affinity)
+}
+
+/// When [`cpus`] last asked for the quota (microseconds, high bits) and what it was
+/// (low 16).
+static QUOTA: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`cpus`] trusts the quota it found.
+const QUOTA_FOR: Duration = Duration::from_secs(1);
+
+/// `CLOCK_MONOTONIC` in microseconds (one vDSO call, no state to set up first).
+fn monotonic_micros() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000
 }
 
 /// Large whole reads in progress in this process: the process id in the high 32 bits
@@ -698,6 +729,50 @@ mod tests {
         assert!(
             !pinned || HANDED.load(Ordering::Relaxed) > handed,
             "the helper was never caught mid-part: the test did not test the hand-over"
+        );
+    }
+
+    /// A process that starts on one CPU (`taskset -c 0`, a one-CPU cpuset) and is
+    /// given more later uses them, and the helper, within a second or so: what it
+    /// found at first is not kept for life. Run in a forked child, a process of its
+    /// own that starts with nothing known.
+    #[test]
+    fn a_process_started_on_one_cpu_and_widened_later_sees_its_cpus() {
+        let all = rustix::thread::sched_getaffinity(None).expect("affinity");
+        if all.count() < 2 || thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return; // nothing to widen to
+        }
+        // SAFETY: the child only sets its affinity, asks, sleeps and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: as above; the alarm turns a hang into a failure.
+            unsafe { libc::alarm(20) };
+            QUOTA.store(0, Ordering::Release);
+            let Some(first) = (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| all.is_set(c)) else {
+                unsafe { libc::_exit(3) };
+            };
+            let mut one = rustix::thread::CpuSet::new();
+            one.set(first);
+            let narrowed = rustix::thread::sched_setaffinity(None, &one).is_ok() && cpus() == 1;
+            let widened = rustix::thread::sched_setaffinity(None, &all).is_ok();
+            thread::sleep(QUOTA_FOR + Duration::from_millis(100));
+            let seen = cpus();
+            // SAFETY: leaves the child without running the parent's exit handlers.
+            unsafe {
+                libc::_exit(if narrowed && widened && seen >= 2 {
+                    0
+                } else {
+                    1
+                })
+            };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "a process widened from one CPU still counted one (status {status:#x})"
         );
     }
 
