@@ -474,7 +474,7 @@ fn helper() -> Option<Sender<Offer>> {
     }
     let (offers, taken) = crossbeam_channel::unbounded();
     let started = thread::Builder::new()
-        .name("blockstore-check".into())
+        .name("blockstore-crc".into())
         .spawn(move || check(taken))
         .is_ok();
     let offers = started.then_some(offers);
@@ -514,21 +514,25 @@ fn several_cpus() -> bool {
 /// for ever).
 fn cpus() -> usize {
     let now = monotonic_micros();
-    let known = QUOTA.load(Ordering::Acquire);
+    let known = QUOTA.get();
     let quota = if known != 0 && now.saturating_sub(known >> 16) < QUOTA_FOR.as_micros() as u64 {
         (known & 0xffff) as usize
     } else {
         let quota = thread::available_parallelism().map_or(1, |n| n.get().min(0xffff));
-        QUOTA.store(now << 16 | quota as u64, Ordering::Release);
+        QUOTA.set(now << 16 | quota as u64);
         quota
     };
     let affinity = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
     quota.min(affinity)
 }
 
-/// When [`cpus`] last asked for the quota (microseconds, high bits) and what it was
-/// (low 16).
-static QUOTA: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// When [`cpus`] last asked for the quota on this thread (microseconds, high bits)
+    /// and what it was (low 16). Per thread: what the standard library counts is
+    /// bounded by the asking thread's affinity, and one pinned thread must not make
+    /// the others count one CPU.
+    static QUOTA: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// How long [`cpus`] trusts the quota it found.
 const QUOTA_FOR: Duration = Duration::from_secs(1);
@@ -748,7 +752,7 @@ mod tests {
         if pid == 0 {
             // SAFETY: as above; the alarm turns a hang into a failure.
             unsafe { libc::alarm(20) };
-            QUOTA.store(0, Ordering::Release);
+            QUOTA.set(0);
             let Some(first) = (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| all.is_set(c)) else {
                 unsafe { libc::_exit(3) };
             };
@@ -776,6 +780,35 @@ mod tests {
         );
     }
 
+    /// A thread pinned to one CPU counts one; another thread of the same process,
+    /// asking right after, still counts all of its own.
+    #[test]
+    fn one_pinned_thread_does_not_narrow_the_others() {
+        let all = rustix::thread::sched_getaffinity(None).expect("affinity");
+        if all.count() < 2 || thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return; // nothing to narrow
+        }
+        let first = (0..rustix::thread::CpuSet::MAX_CPU)
+            .find(|&c| all.is_set(c))
+            .expect("a CPU");
+        let pinned = thread::spawn(move || {
+            let mut one = rustix::thread::CpuSet::new();
+            one.set(first);
+            rustix::thread::sched_setaffinity(None, &one).expect("pin");
+            QUOTA.set(0);
+            cpus()
+        })
+        .join()
+        .expect("pinned thread");
+        assert_eq!(pinned, 1);
+        let free = thread::spawn(cpus).join().expect("free thread");
+        assert!(
+            free >= 2,
+            "a thread with {} CPUs counted {free}",
+            all.count()
+        );
+    }
+
     /// Held by tests that set or rely on the process's [`Late`] state.
     static LATE_TESTS: Mutex<()> = parking_lot::const_mutex(());
 
@@ -787,7 +820,7 @@ mod tests {
             .find_map(|task| {
                 let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
                 let tid: i32 = task.file_name().to_str()?.parse().ok()?;
-                (comm.trim() == "blockstore-chec").then(|| rustix::thread::Pid::from_raw(tid))?
+                (comm.trim() == "blockstore-crc").then(|| rustix::thread::Pid::from_raw(tid))?
             })
     }
 
