@@ -77,7 +77,7 @@ const MOST: usize = plan(crate::BLOCK_SIZE).1;
 /// then 256, 128, 64 and 64 KiB (measured against seven and four quarters of
 /// 512 KiB: 0.81 of an unchecked read for both, the check after the reading 1.3 µs
 /// against 2.5 µs).
-fn part_lens(want: usize) -> impl Iterator<Item = usize> {
+fn part_lens(want: usize) -> impl ExactSizeIterator<Item = usize> {
     let (lens, count) = plan(want);
     lens.into_iter().take(count).rev()
 }
@@ -142,13 +142,14 @@ pub(super) fn read_whole(
         return Ok(None);
     };
     let spare = &mut out.spare_capacity_mut()[..want];
-    let count = part_lens(want).count();
+    let lens = part_lens(want);
+    let count = lens.len();
     let mut claim = Claim::new(count);
     let mut read = 0;
     let mut last: &[u8] = &[];
     let mut complete = true;
     let mut rest = spare;
-    for (index, len) in part_lens(want).enumerate() {
+    for (index, len) in lens.enumerate() {
         let (part, after) = rest.split_at_mut(len);
         rest = after;
         let filled = super::sys::pread_into(fd, part, read as u64)?;
@@ -771,12 +772,10 @@ mod tests {
                 })
             };
         }
-        let mut status = 0;
-        // SAFETY: waits for the child forked above.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let status = exit_status(pid);
         assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "a process widened from one CPU still counted one (status {status:#x})"
+            status == Some(0),
+            "a process widened from one CPU still counted one (exit {status:?})"
         );
     }
 
@@ -807,6 +806,15 @@ mod tests {
             "a thread with {} CPUs counted {free}",
             all.count()
         );
+    }
+
+    /// Waits for the forked child `pid`: its exit code, `None` if a signal (its
+    /// alarm, a crash) ended it.
+    fn exit_status(pid: libc::pid_t) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: waits for a child this process forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
     }
 
     /// Held by tests that set or rely on the process's [`Late`] state.
@@ -978,12 +986,10 @@ mod tests {
             // SAFETY: leaves the child without running the parent's exit handlers.
             unsafe { libc::_exit(if right { 0 } else { 1 }) };
         }
-        let mut status = 0;
-        // SAFETY: waits for the child forked above.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let status = exit_status(pid);
         assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child's reads hung or were wrong (status {status:#x})"
+            status == Some(0),
+            "the child's reads hung or were wrong (exit {status:?})"
         );
     }
 
